@@ -1,0 +1,126 @@
+"""All configuration keys added by AQFormer, in one function: :func:`add_aqformer_config`.
+
+Symbols follow the paper (Huang et al., IJCAI 2023, §3): T frames, C_f (decoder feature width),
+C_m (eq. 1 attention width), C_b (ABTI width), N decoder stages.
+"""
+from detectron2.config import CfgNode as CN
+
+__all__ = ["add_aqformer_config"]
+
+
+def add_aqformer_config(cfg: CN) -> None:
+    """Add every AQFormer key (with its default) to a detectron2 config. Call once, before merging a yaml."""
+    # ---------------------------------------------------------------- model: AQFormer as a whole
+    cfg.MODEL.AQFORMER = CN()
+    # T: frames per clip (AVSBench: 5, one frame per second).
+    cfg.MODEL.AQFORMER.NUM_FRAMES = 5
+    # Registered name (AQ_PIXEL_DECODER_REGISTRY) of the pixel decoder, §3.2.
+    cfg.MODEL.AQFORMER.PIXEL_DECODER_NAME = "AQPixelDecoder"
+    # Registered name (AQ_TRANSFORMER_DECODER_REGISTRY) of the audio-queried transformer decoder, §3.3.
+    cfg.MODEL.AQFORMER.TRANSFORMER_DECODER_NAME = "AudioQueriedTransformerDecoder"
+    # Loss weights of eq. (13)-(14). SIM_WEIGHT = 0 switches the AVSim loss off (ablation, Table 2b).
+    cfg.MODEL.AQFORMER.BCE_WEIGHT = 1.0
+    cfg.MODEL.AQFORMER.DICE_WEIGHT = 1.0
+    cfg.MODEL.AQFORMER.SIM_WEIGHT = 1.0
+    # Mask losses on the output of every decoder layer (§3.5: "each decoder layer"); False: last layer only.
+    cfg.MODEL.AQFORMER.DEEP_SUPERVISION = True
+    # Foreground threshold on the sigmoid probability used when masks are binarised (demo, PNG export).
+    cfg.MODEL.AQFORMER.MASK_THRESHOLD = 0.5
+
+    # ---------------------------------------------------------------- pixel decoder, §3.2 and §3.4
+    cfg.MODEL.AQ_PIXEL_DECODER = CN()
+    # Backbone features, largest stride first is NOT required; they are sorted by stride internally.
+    cfg.MODEL.AQ_PIXEL_DECODER.IN_FEATURES = ["res2", "res3", "res4", "res5"]
+    # C_f: channel width of every pixel-decoder output and of the decoder queries.
+    cfg.MODEL.AQ_PIXEL_DECODER.CONVS_DIM = 256
+    # C_m of eq. (1): width of f_q / f_k in the audio-visual cross-attention.
+    cfg.MODEL.AQ_PIXEL_DECODER.AV_ATTN_DIM = 256
+    # Eq. (1) as printed takes a softmax over ONE audio key, so every weight is 1 ("printed").
+    # "sigmoid": per-pixel gate sigmoid(q.k / sqrt(C_m)) instead, see docs/paper_choices.md.
+    cfg.MODEL.AQ_PIXEL_DECODER.AV_ATTN_MODE = "printed"
+    # Multi-scale deformable attention encoder (Deformable DETR / Mask2Former) on the 3 smaller scales.
+    cfg.MODEL.AQ_PIXEL_DECODER.ENC_LAYERS = 6
+    cfg.MODEL.AQ_PIXEL_DECODER.ENC_HEADS = 8
+    cfg.MODEL.AQ_PIXEL_DECODER.ENC_POINTS = 4
+    cfg.MODEL.AQ_PIXEL_DECODER.ENC_DIM_FEEDFORWARD = 1024
+    cfg.MODEL.AQ_PIXEL_DECODER.ENC_DROPOUT = 0.0
+    # Normalisation of the lateral / output convolutions ("GN", "BN", "" ...), detectron2's get_norm.
+    cfg.MODEL.AQ_PIXEL_DECODER.NORM = "GN"
+    # ABTI (§3.4) insertion positions, 1-based over the 4 scales from the smallest (1: stride 32)
+    # to the largest (4: stride 4, the mask feature). Paper default: all four. [] switches ABTI off.
+    cfg.MODEL.AQ_PIXEL_DECODER.ABTI_POSITIONS = [1, 2, 3, 4]
+    # C_b: width of f_a, f_m, f_n in eq. (9)-(10).
+    cfg.MODEL.AQ_PIXEL_DECODER.ABTI_DIM = 256
+    # Heads of the self-attention over the T x T compact features in ABTI.
+    cfg.MODEL.AQ_PIXEL_DECODER.ABTI_HEADS = 8
+
+    # ---------------------------------------------------------------- transformer decoder, §3.3
+    cfg.MODEL.AQ_TRANSFORMER_DECODER = CN()
+    # N: decoder stages; each stage visits the 3 smaller scales (lowest resolution first): 3N layers.
+    cfg.MODEL.AQ_TRANSFORMER_DECODER.DEC_STAGES = 3
+    cfg.MODEL.AQ_TRANSFORMER_DECODER.NHEADS = 8
+    cfg.MODEL.AQ_TRANSFORMER_DECODER.DIM_FEEDFORWARD = 2048
+    cfg.MODEL.AQ_TRANSFORMER_DECODER.DROPOUT = 0.0
+    # "audio": queries A^0 = Linear(A) (the paper); "vanilla": T learned queries, audio unused by the
+    # decoder (Table 2a "Vanilla Object Query").
+    cfg.MODEL.AQ_TRANSFORMER_DECODER.QUERY_TYPE = "audio"
+    # "all": each query attends to all T frames (the paper); "own": only its own frame (Table 2a "Audio Query†").
+    cfg.MODEL.AQ_TRANSFORMER_DECODER.CROSS_ATTN_SCOPE = "all"
+
+    # ---------------------------------------------------------------- audio encoder, §3.1
+    cfg.MODEL.AUDIO_ENCODER = CN()
+    # Registered name in AUDIO_ENCODER_REGISTRY.
+    cfg.MODEL.AUDIO_ENCODER.NAME = "VGGish"
+    # C_a: audio feature width (VGGish embedding: 128).
+    cfg.MODEL.AUDIO_ENCODER.OUT_DIM = 128
+    # Local path of torchvggish's vggish-10086976.pth ("" = random initialisation).
+    cfg.MODEL.AUDIO_ENCODER.WEIGHTS = ""
+    # Freeze the audio encoder's parameters (and keep it in eval mode).
+    cfg.MODEL.AUDIO_ENCODER.FREEZE = False
+    # Channel widths of the VGGish conv blocks and of its fully connected layers. Defaults = VGGish.
+    cfg.MODEL.AUDIO_ENCODER.CONV_CHANNELS = [64, 128, 256, 512]
+    cfg.MODEL.AUDIO_ENCODER.FC_DIMS = [4096, 4096]
+
+    # ---------------------------------------------------------------- audio input
+    cfg.INPUT.AUDIO = CN()
+    # Sample rate expected by the log-mel front end (VGGish: 16 kHz).
+    cfg.INPUT.AUDIO.SAMPLE_RATE = 16000
+    # "logmel": read precomputed [T, 1, 96, 64] examples (.pkl, AVSBench's audio_log_mel);
+    # "wav": read the WAV and compute the same examples with aqformer_d2.audio.logmel.
+    cfg.INPUT.AUDIO.SOURCE = "logmel"
+
+    # ---------------------------------------------------------------- timm backbone adapter
+    cfg.MODEL.TIMM_BACKBONE = CN()
+    # Any timm model name that supports features_only=True (PVT-v2-b5 in the paper: "pvt_v2_b5").
+    cfg.MODEL.TIMM_BACKBONE.NAME = "pvt_v2_b5"
+    # Which feature levels of timm's features_only model to return, by index.
+    cfg.MODEL.TIMM_BACKBONE.OUT_INDICES = [0, 1, 2, 3]
+    # detectron2-style names given to those levels (matched to MODEL.AQ_PIXEL_DECODER.IN_FEATURES).
+    cfg.MODEL.TIMM_BACKBONE.OUT_FEATURES = ["res2", "res3", "res4", "res5"]
+    # Local timm checkpoint (.pth / .bin / .safetensors) for the backbone alone ("" = none). Whole-model
+    # checkpoints go to MODEL.WEIGHTS as usual.
+    cfg.MODEL.TIMM_BACKBONE.WEIGHTS = ""
+    # Number of leading feature stages to freeze (0 = train everything).
+    cfg.MODEL.TIMM_BACKBONE.FREEZE_AT = 0
+
+    # ---------------------------------------------------------------- data
+    # Registered name (AQ_DATASET_MAPPER_REGISTRY) of the dataset mapper used by the trainer.
+    cfg.INPUT.DATASET_MAPPER_NAME = "AVSClipMapper"
+    # Frames are resized to IMAGE_SIZE x IMAGE_SIZE (AVSBench: 224).
+    cfg.INPUT.IMAGE_SIZE = 224
+    # Random horizontal flip of the whole clip (frames and masks together) during training.
+    cfg.INPUT.RANDOM_FLIP = "horizontal"
+    # Root of AVSBench-layout datasets; "" = $DETECTRON2_DATASETS (default "datasets").
+    cfg.DATASETS.AVS_ROOT = ""
+
+    # ---------------------------------------------------------------- solver
+    cfg.SOLVER.OPTIMIZER = "ADAMW"
+    # Learning rate multiplier for backbone parameters.
+    cfg.SOLVER.BACKBONE_MULTIPLIER = 1.0
+    # Poly schedule: lr = base_lr * (1 - iter / max_iter) ** POLY_LR_POWER (after warm-up).
+    cfg.SOLVER.POLY_LR_POWER = 0.9
+    cfg.SOLVER.POLY_LR_CONSTANT_ENDING = 0.0
+
+    # ---------------------------------------------------------------- evaluation
+    # Save predicted masks as PNGs in the AVSBench layout under OUTPUT_DIR/avs_predictions.
+    cfg.TEST.AVS_SAVE_PNG = False
