@@ -1,0 +1,5 @@
+"""Small building blocks shared by the pixel decoder and the transformer decoder."""
+from .ffn import FFNLayer
+from .position_encoding import PositionEmbeddingSine
+
+__all__ = ["FFNLayer", "PositionEmbeddingSine"]
