@@ -26,6 +26,11 @@ def add_aqformer_config(cfg: CN) -> None:
     cfg.MODEL.AQFORMER.DEEP_SUPERVISION = True
     # Foreground threshold on the sigmoid probability used when masks are binarised (demo, PNG export).
     cfg.MODEL.AQFORMER.MASK_THRESHOLD = 0.5
+    # Frames are zero-padded to a multiple of this before the backbone (0: the backbone's own value).
+    cfg.MODEL.AQFORMER.SIZE_DIVISIBILITY = 32
+    # DistributedDataParallel(find_unused_parameters=...): needed when an ablation leaves parameters
+    # unused (e.g. vanilla queries never use the audio-query projection).
+    cfg.MODEL.AQFORMER.FIND_UNUSED_PARAMETERS = False
 
     # ---------------------------------------------------------------- pixel decoder, §3.2 and §3.4
     cfg.MODEL.AQ_PIXEL_DECODER = CN()
@@ -115,11 +120,12 @@ def add_aqformer_config(cfg: CN) -> None:
 
     # ---------------------------------------------------------------- solver
     cfg.SOLVER.OPTIMIZER = "ADAMW"
+    # Weight decay of embedding parameters (level / query embeddings), as Mask2Former.
+    cfg.SOLVER.WEIGHT_DECAY_EMBED = 0.0
     # Learning rate multiplier for backbone parameters.
     cfg.SOLVER.BACKBONE_MULTIPLIER = 1.0
     # Poly schedule: lr = base_lr * (1 - iter / max_iter) ** POLY_LR_POWER (after warm-up).
     cfg.SOLVER.POLY_LR_POWER = 0.9
-    cfg.SOLVER.POLY_LR_CONSTANT_ENDING = 0.0
 
     # ---------------------------------------------------------------- evaluation
     # Save predicted masks as PNGs in the AVSBench layout under OUTPUT_DIR/avs_predictions.

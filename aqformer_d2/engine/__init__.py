@@ -1,0 +1,9 @@
+"""Training support: trainer, optimizer/schedule and a launch that also works on CPU (gloo)."""
+from .launch import launch
+from .optimizer import build_optimizer, build_param_groups, build_poly_lr_scheduler
+from .trainer import AQFormerTrainer, create_ddp_model_any_device
+
+__all__ = [
+    "AQFormerTrainer", "build_optimizer", "build_param_groups", "build_poly_lr_scheduler",
+    "create_ddp_model_any_device", "launch",
+]

@@ -1,0 +1,3 @@
+from .aqformer import AQFormer
+
+__all__ = ["AQFormer"]

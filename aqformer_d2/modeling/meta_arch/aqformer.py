@@ -1,0 +1,178 @@
+"""The AQFormer meta-architecture (Huang et al., IJCAI 2023, Fig. 2), registered as "AQFormer".
+
+Data flow for a batch of B clips of T frames (see docs/architecture.md):
+
+    frames [B*T, 3, H, W] --backbone--> V^1..V^4 (strides 32..4)
+    audio  [B*T, 1, 96, 64] --audio encoder--> A [B, T, C_a]                        (§3.1)
+    (V, A) --pixel decoder (eq. 1-2, MSDeformAttn, ABTI eq. 9-12)--> M̂^1..M̂^3, M̂^4  (§3.2, §3.4)
+    (M̂^1..3, M̂^4, A) --audio-queried transformer decoder (eq. 3-6)--> mask logits     (§3.3)
+    training: losses eq. (7), (8), (13), (14); inference: per-frame probabilities.
+"""
+from typing import Dict, List
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from detectron2.config import configurable
+from detectron2.modeling import META_ARCH_REGISTRY, Backbone, build_backbone
+from detectron2.structures import ImageList
+
+from ..audio_encoder.build import build_audio_encoder
+from ..losses import AQFormerCriterion
+from ..pixel_decoder.build import build_aq_pixel_decoder
+from ..transformer_decoder.build import build_aq_transformer_decoder
+
+__all__ = ["AQFormer"]
+
+
+@META_ARCH_REGISTRY.register()
+class AQFormer(nn.Module):
+    """Audio-Queried Transformer for audio-visual segmentation.
+
+    Input: a list of B clip dicts as produced by ``AVSClipMapper`` (docs/interfaces.md):
+    ``"images"`` uint8 [T, 3, H, W], ``"audio"`` float [T, 1, 96, 64], and for training ``"masks"``
+    uint8 [T, H, W] with ``"mask_valid"`` bool [T]. Optional ``"height"``/``"width"`` give the size
+    the outputs are resized to at inference.
+
+    Output: training -> dict of scalar losses; inference -> list of B dicts
+    ``{"sound_probs": float [T, height, width]}`` (foreground probability of each frame).
+    """
+
+    @configurable
+    def __init__(
+        self,
+        *,
+        backbone: Backbone,
+        audio_encoder: nn.Module,
+        pixel_decoder: nn.Module,
+        predictor: nn.Module,
+        criterion: nn.Module,
+        num_frames: int,
+        pixel_mean: List[float],
+        pixel_std: List[float],
+        size_divisibility: int = 32,
+    ):
+        """
+        Args:
+            backbone: detectron2 Backbone giving the 4 scales (strides 4, 8, 16, 32).
+            audio_encoder: maps [N, 1, 96, 64] log-mel examples to [N, C_a].
+            pixel_decoder: AQ pixel decoder, ``(features, audio [B, T, C_a]) -> (M̂^4, [M̂^1, M̂^2, M̂^3])``.
+            predictor: audio-queried transformer decoder (see docs/interfaces.md for its output dict).
+            criterion: computes the loss dict from the predictor output and targets.
+            num_frames: T, frames per clip; every input clip must have exactly T frames.
+            pixel_mean, pixel_std: per-channel normalisation, in the input channel order.
+            size_divisibility: frames are zero-padded to a multiple of this (0: the backbone's own).
+        """
+        super().__init__()
+        self.backbone = backbone
+        self.audio_encoder = audio_encoder
+        self.pixel_decoder = pixel_decoder
+        self.predictor = predictor
+        self.criterion = criterion
+        self.num_frames = num_frames
+        if size_divisibility <= 0:
+            size_divisibility = self.backbone.size_divisibility
+        self.size_divisibility = size_divisibility
+        self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), False)
+        self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), False)
+
+    @classmethod
+    def from_config(cls, cfg):
+        backbone = build_backbone(cfg)
+        q = cfg.MODEL.AQFORMER
+        return {
+            "backbone": backbone,
+            "audio_encoder": build_audio_encoder(cfg),
+            "pixel_decoder": build_aq_pixel_decoder(cfg, backbone.output_shape()),
+            "predictor": build_aq_transformer_decoder(cfg),
+            "criterion": AQFormerCriterion(
+                bce_weight=q.BCE_WEIGHT,
+                dice_weight=q.DICE_WEIGHT,
+                sim_weight=q.SIM_WEIGHT,
+                deep_supervision=q.DEEP_SUPERVISION,
+            ),
+            "num_frames": q.NUM_FRAMES,
+            "pixel_mean": cfg.MODEL.PIXEL_MEAN,
+            "pixel_std": cfg.MODEL.PIXEL_STD,
+            "size_divisibility": cfg.MODEL.AQFORMER.SIZE_DIVISIBILITY,
+        }
+
+    @property
+    def device(self) -> torch.device:
+        return self.pixel_mean.device
+
+    # ------------------------------------------------------------------ input handling
+    def _check_clip(self, index: int, clip: Dict) -> None:
+        for key in ("images", "audio"):
+            if key not in clip:
+                raise KeyError(f"AQFormer: clip {index} ({clip.get('video_id', '?')}) has no '{key}' entry")
+        t_img = clip["images"].shape[0]
+        t_aud = clip["audio"].shape[0]
+        if t_img != self.num_frames or t_aud != self.num_frames:
+            raise ValueError(
+                f"AQFormer: clip {index} ({clip.get('video_id', '?')}) has {t_img} frames and {t_aud} audio "
+                f"examples; MODEL.AQFORMER.NUM_FRAMES is {self.num_frames}"
+            )
+
+    def preprocess_images(self, batched_inputs: List[Dict]) -> ImageList:
+        """Normalise and pad the frames of all clips: returns an ImageList of B*T frames, [B*T, 3, Hp, Wp]."""
+        frames = []
+        for clip in batched_inputs:
+            images = clip["images"].to(self.device)  # [T, 3, H, W]
+            frames.extend((images[t].float() - self.pixel_mean) / self.pixel_std for t in range(images.shape[0]))
+        return ImageList.from_tensors(frames, self.size_divisibility)
+
+    def encode_audio(self, batched_inputs: List[Dict]) -> torch.Tensor:
+        """Audio features A of eq. (1), (9) and the audio queries: returns [B, T, C_a]."""
+        examples = torch.cat([clip["audio"].to(self.device).float() for clip in batched_inputs])  # [B*T, 1, 96, 64]
+        feats = self.audio_encoder(examples)  # [B*T, C_a]
+        return feats.view(len(batched_inputs), self.num_frames, -1)  # [B, T, C_a]
+
+    def prepare_targets(self, batched_inputs: List[Dict], padded_hw) -> Dict[str, torch.Tensor]:
+        """Ground-truth masks zero-padded like the frames: masks [B, T, Hp, Wp] float, mask_valid [B, T] bool."""
+        hp, wp = padded_hw
+        masks, valid = [], []
+        for i, clip in enumerate(batched_inputs):
+            if "masks" not in clip or "mask_valid" not in clip:
+                raise KeyError(
+                    f"AQFormer: training clip {i} ({clip.get('video_id', '?')}) has no 'masks'/'mask_valid'"
+                )
+            m = clip["masks"].to(self.device).float()  # [T, H, W]
+            masks.append(F.pad(m, (0, wp - m.shape[-1], 0, hp - m.shape[-2])))
+            valid.append(clip["mask_valid"].to(self.device).bool())
+        return {"masks": torch.stack(masks), "mask_valid": torch.stack(valid)}
+
+    # ------------------------------------------------------------------ forward
+    def forward(self, batched_inputs: List[Dict]):
+        for i, clip in enumerate(batched_inputs):
+            self._check_clip(i, clip)
+        images = self.preprocess_images(batched_inputs)  # [B*T, 3, Hp, Wp]
+        audio = self.encode_audio(batched_inputs)  # [B, T, C_a]
+        features = self.backbone(images.tensor)  # name -> [B*T, C_i, H_i, W_i]
+        mask_features, multi_scale = self.pixel_decoder(features, audio)
+        outputs = self.predictor(multi_scale, mask_features, audio)
+
+        if self.training:
+            targets = self.prepare_targets(batched_inputs, images.tensor.shape[-2:])
+            return self.criterion(outputs, targets)
+        return self.postprocess(outputs["pred_masks"], images, batched_inputs)
+
+    def postprocess(self, mask_logits: torch.Tensor, images: ImageList, batched_inputs: List[Dict]):
+        """Eq. (6) output -> per-clip probabilities at the original size.
+
+        mask_logits: [B, T, H4, W4] -> upsampled to the padded size [B, T, Hp, Wp], cropped to each
+        clip's input size, resized to (height, width), then sigmoid.
+        """
+        padded = F.interpolate(
+            mask_logits, size=images.tensor.shape[-2:], mode="bilinear", align_corners=False
+        )  # [B, T, Hp, Wp]
+        results = []
+        for b, clip in enumerate(batched_inputs):
+            h, w = images.image_sizes[b * self.num_frames]
+            logits = padded[b, :, :h, :w]  # [T, h, w]
+            out_h, out_w = clip.get("height", h), clip.get("width", w)
+            if (out_h, out_w) != (h, w):
+                logits = F.interpolate(logits[None], size=(out_h, out_w), mode="bilinear", align_corners=False)[0]
+            results.append({"sound_probs": logits.sigmoid()})
+        return results

@@ -1,0 +1,211 @@
+"""Multi-scale deformable attention (Zhu et al., Deformable DETR, ICLR 2021) in pure PyTorch.
+
+The sampling is done with bilinear ``F.grid_sample`` (``align_corners=False``, zero padding), which is
+the same arithmetic as the published CUDA operator: a normalised location ``(x, y)`` in ``[0, 1]`` maps
+to the continuous pixel coordinate ``(x * W - 0.5, y * H - 0.5)``, and bilinear corners that fall outside
+the map contribute zero. The same code runs on CPU and GPU; there is no compiled extension.
+
+Symbols: N batch, Lq queries, S = sum_l H_l * W_l flattened values, M heads, D = C / M channels per
+head, L levels, P sampling points per head and level.
+"""
+from __future__ import annotations
+
+import math
+from typing import List, Optional
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+__all__ = ["MSDeformAttn", "ms_deform_attn_core", "check_spatial_shapes"]
+
+
+def check_spatial_shapes(
+    spatial_shapes: torch.Tensor, level_start_index: torch.Tensor, num_values: int
+) -> List[List[int]]:
+    """Validate ``spatial_shapes`` [L, 2] (rows (H_l, W_l)) and ``level_start_index`` [L] against a
+    flattened value sequence of length ``num_values``. Returns the shapes as a list of ``[H_l, W_l]``."""
+    if spatial_shapes.dim() != 2 or spatial_shapes.shape[1] != 2:
+        raise ValueError(f"spatial_shapes must be [L, 2] (H, W per level), got {tuple(spatial_shapes.shape)}")
+    shapes = [[int(h), int(w)] for h, w in spatial_shapes.tolist()]
+    if any(h <= 0 or w <= 0 for h, w in shapes):
+        raise ValueError(f"spatial_shapes must be positive, got {shapes}")
+    starts = [0]
+    for h, w in shapes[:-1]:
+        starts.append(starts[-1] + h * w)
+    if level_start_index.dim() != 1 or level_start_index.tolist() != starts:
+        raise ValueError(
+            f"level_start_index {level_start_index.tolist()} does not match spatial_shapes {shapes} "
+            f"(expected {starts})"
+        )
+    total = sum(h * w for h, w in shapes)
+    if total != num_values:
+        raise ValueError(f"spatial_shapes {shapes} cover {total} positions but the value has {num_values}")
+    return shapes
+
+
+def ms_deform_attn_core(
+    value: torch.Tensor,
+    spatial_shapes: torch.Tensor,
+    level_start_index: torch.Tensor,
+    sampling_locations: torch.Tensor,
+    attention_weights: torch.Tensor,
+) -> torch.Tensor:
+    """Sample every level bilinearly at the given locations and take the attention-weighted sum.
+
+    Args:
+        value: [N, S, M, D] per-head values of all levels, flattened level after level.
+        spatial_shapes: [L, 2] integer (H_l, W_l) of each level.
+        level_start_index: [L] offset of each level in the S axis.
+        sampling_locations: [N, Lq, M, L, P, 2] normalised (x, y) in [0, 1] (outside: zero padding).
+        attention_weights: [N, Lq, M, L, P] weights (normally softmaxed jointly over L x P).
+
+    Returns:
+        [N, Lq, M * D].
+    """
+    if value.dim() != 4:
+        raise ValueError(f"value must be [N, S, M, D], got {tuple(value.shape)}")
+    n, s, m, d = value.shape
+    if sampling_locations.dim() != 6 or sampling_locations.shape[-1] != 2:
+        raise ValueError(f"sampling_locations must be [N, Lq, M, L, P, 2], got {tuple(sampling_locations.shape)}")
+    _, lq, _, num_levels, num_points, _ = sampling_locations.shape
+    if sampling_locations.shape[0] != n or sampling_locations.shape[2] != m:
+        raise ValueError(
+            f"sampling_locations {tuple(sampling_locations.shape)} disagree with value {tuple(value.shape)} "
+            "on the batch or head axis"
+        )
+    if tuple(attention_weights.shape) != (n, lq, m, num_levels, num_points):
+        raise ValueError(
+            f"attention_weights must be {(n, lq, m, num_levels, num_points)}, got {tuple(attention_weights.shape)}"
+        )
+    shapes = check_spatial_shapes(spatial_shapes, level_start_index, s)
+    if len(shapes) != num_levels:
+        raise ValueError(f"spatial_shapes has {len(shapes)} levels but sampling_locations has {num_levels}")
+
+    # grid_sample expects coordinates in [-1, 1]; with align_corners=False, -1/+1 are the outer pixel edges.
+    grids = (2.0 * sampling_locations - 1.0).to(value.dtype)  # [N, Lq, M, L, P, 2]
+    grids = grids.permute(0, 2, 3, 1, 4, 5).flatten(0, 1)  # [N*M, L, Lq, P, 2]
+    weights = attention_weights.permute(0, 2, 3, 1, 4).flatten(0, 1)  # [N*M, L, Lq, P]
+    output = value.new_zeros((n * m, d, lq))  # [N*M, D, Lq]
+    for level, (h, w) in enumerate(shapes):
+        start = level_start_index[level] if False else sum(hh * ww for hh, ww in shapes[:level])
+        value_l = value[:, start:start + h * w]  # [N, H*W, M, D]
+        value_l = value_l.permute(0, 2, 3, 1).reshape(n * m, d, h, w)  # [N*M, D, H, W]
+        sampled = F.grid_sample(
+            value_l, grids[:, level], mode="bilinear", padding_mode="zeros", align_corners=False
+        )  # [N*M, D, Lq, P]
+        output = output + (sampled * weights[:, level].unsqueeze(1)).sum(-1)  # [N*M, D, Lq]
+    return output.view(n, m * d, lq).transpose(1, 2).contiguous()  # [N, Lq, M*D]
+
+
+class MSDeformAttn(nn.Module):
+    """Multi-scale deformable attention: every query attends to ``n_points`` learned sampling points
+    around its reference point on each of ``n_levels`` feature maps, per head.
+
+    Sampling offsets and attention weights are predicted from the query by linear layers; the
+    attention weights are softmaxed jointly over levels x points. Offsets are in pixels of each level
+    and are normalised by that level's (W, H) before being added to the normalised reference point.
+
+    Args:
+        d_model: channel width C of queries and values.
+        n_levels: number of feature levels L.
+        n_heads: number of heads M (must divide d_model).
+        n_points: sampling points P per head and level.
+    """
+
+    def __init__(self, d_model: int = 256, n_levels: int = 4, n_heads: int = 8, n_points: int = 4):
+        super().__init__()
+        for name, val in (("d_model", d_model), ("n_levels", n_levels), ("n_heads", n_heads), ("n_points", n_points)):
+            if val <= 0:
+                raise ValueError(f"MSDeformAttn: {name} must be positive, got {val}")
+        if d_model % n_heads != 0:
+            raise ValueError(f"MSDeformAttn: d_model ({d_model}) must be divisible by n_heads ({n_heads})")
+        self.d_model = d_model
+        self.n_levels = n_levels
+        self.n_heads = n_heads
+        self.n_points = n_points
+        self.sampling_offsets = nn.Linear(d_model, n_heads * n_levels * n_points * 2)
+        self.attention_weights = nn.Linear(d_model, n_heads * n_levels * n_points)
+        self.value_proj = nn.Linear(d_model, d_model)
+        self.output_proj = nn.Linear(d_model, d_model)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Deformable DETR's initialisation: offsets start on a directional grid (head h points along
+        angle 2*pi*h/M, point k at distance k+1 pixels), attention weights start uniform."""
+        nn.init.zeros_(self.sampling_offsets.weight)
+        thetas = torch.arange(self.n_heads, dtype=torch.float64) * (2.0 * math.pi / self.n_heads)
+        grid = torch.stack([thetas.cos(), thetas.sin()], dim=-1)  # [M, 2]
+        grid = grid / grid.abs().max(dim=-1, keepdim=True).values  # largest component = +-1
+        grid = grid.view(self.n_heads, 1, 1, 2).repeat(1, self.n_levels, self.n_points, 1)  # [M, L, P, 2]
+        grid = grid * torch.arange(1, self.n_points + 1, dtype=torch.float64).view(1, 1, -1, 1)
+        with torch.no_grad():
+            self.sampling_offsets.bias.copy_(grid.flatten().to(self.sampling_offsets.bias.dtype))
+        nn.init.zeros_(self.attention_weights.weight)
+        nn.init.zeros_(self.attention_weights.bias)
+        nn.init.xavier_uniform_(self.value_proj.weight)
+        nn.init.zeros_(self.value_proj.bias)
+        nn.init.xavier_uniform_(self.output_proj.weight)
+        nn.init.zeros_(self.output_proj.bias)
+
+    def forward(
+        self,
+        query: torch.Tensor,
+        reference_points: torch.Tensor,
+        input_flatten: torch.Tensor,
+        input_spatial_shapes: torch.Tensor,
+        input_level_start_index: torch.Tensor,
+        input_padding_mask: Optional[torch.Tensor] = None,
+    ) -> torch.Tensor:
+        """
+        Args:
+            query: [N, Lq, C].
+            reference_points: [N, Lq, L, 2] normalised (x, y) in [0, 1], one per level.
+            input_flatten: [N, S, C] values of all levels, flattened level after level.
+            input_spatial_shapes: [L, 2] (H_l, W_l).
+            input_level_start_index: [L].
+            input_padding_mask: optional bool [N, S], True at padded positions (their value is zeroed).
+
+        Returns:
+            [N, Lq, C].
+        """
+        if query.dim() != 3 or query.shape[-1] != self.d_model:
+            raise ValueError(f"query must be [N, Lq, {self.d_model}], got {tuple(query.shape)}")
+        if input_flatten.dim() != 3 or input_flatten.shape[-1] != self.d_model:
+            raise ValueError(f"input_flatten must be [N, S, {self.d_model}], got {tuple(input_flatten.shape)}")
+        n, lq, _ = query.shape
+        s = input_flatten.shape[1]
+        if input_flatten.shape[0] != n:
+            raise ValueError(f"query batch {n} != input_flatten batch {input_flatten.shape[0]}")
+        if tuple(reference_points.shape) != (n, lq, self.n_levels, 2):
+            raise ValueError(
+                f"reference_points must be {(n, lq, self.n_levels, 2)} (normalised x, y per level), "
+                f"got {tuple(reference_points.shape)}"
+            )
+        if input_spatial_shapes.shape[0] != self.n_levels:
+            raise ValueError(f"expected {self.n_levels} levels, got spatial shapes {input_spatial_shapes.tolist()}")
+
+        value = self.value_proj(input_flatten)  # [N, S, C]
+        if input_padding_mask is not None:
+            if tuple(input_padding_mask.shape) != (n, s) or input_padding_mask.dtype != torch.bool:
+                raise ValueError(
+                    f"input_padding_mask must be bool [{n}, {s}], got {input_padding_mask.dtype} "
+                    f"{tuple(input_padding_mask.shape)}"
+                )
+            value = value.masked_fill(input_padding_mask[..., None], 0.0)
+        head_dim = self.d_model // self.n_heads
+        value = value.view(n, s, self.n_heads, head_dim)  # [N, S, M, D]
+
+        offsets = self.sampling_offsets(query).view(
+            n, lq, self.n_heads, self.n_levels, self.n_points, 2
+        )  # [N, Lq, M, L, P, 2] in pixels of each level
+        weights = self.attention_weights(query).view(n, lq, self.n_heads, self.n_levels * self.n_points)
+        weights = weights.softmax(-1).view(n, lq, self.n_heads, self.n_levels, self.n_points)  # [N, Lq, M, L, P]
+
+        # (W, H) of each level, to turn pixel offsets into normalised offsets.
+        normalizer = input_spatial_shapes.flip(-1).to(offsets.dtype)  # [L, 2] as (W, H)
+        locations = (
+            reference_points[:, :, None, :, None, :] + offsets / normalizer[None, None, None, :, None, :]
+        )  # [N, Lq, M, L, P, 2]
+        output = ms_deform_attn_core(value, input_spatial_shapes, input_level_start_index, locations, weights)
+        return self.output_proj(output)  # [N, Lq, C]

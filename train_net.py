@@ -1,0 +1,57 @@
+#!/usr/bin/env python
+"""Train or evaluate AQFormer with detectron2.
+
+    python train_net.py --config-file configs/avsbench/s4/aqformer_R50.yaml
+    python train_net.py --config-file configs/avsbench/s4/aqformer_R50.yaml --eval-only MODEL.WEIGHTS model.pth
+    python train_net.py --config-file ... --resume              # continue from OUTPUT_DIR/last_checkpoint
+    python train_net.py --config-file ... --num-gpus 2          # 2 processes: GPUs (NCCL) or, without CUDA, CPU (gloo)
+
+Trailing KEY VALUE pairs override the config. Components (backbones, audio encoder, pixel decoder,
+transformer decoder, dataset mapper) are chosen by their registered names in the config.
+"""
+import aqformer_d2  # noqa: F401  (registers every component; must precede detectron2.engine)
+from aqformer_d2 import add_aqformer_config
+from aqformer_d2.checkpoint import AQCheckpointer
+from aqformer_d2.data import register_avs_datasets_from_cfg
+from aqformer_d2.engine import AQFormerTrainer, launch
+
+from detectron2.config import get_cfg
+from detectron2.engine import default_argument_parser, default_setup
+from detectron2.utils import comm
+
+
+def setup(args):
+    cfg = get_cfg()
+    add_aqformer_config(cfg)
+    cfg.merge_from_file(args.config_file)
+    cfg.merge_from_list(args.opts)
+    cfg.freeze()
+    default_setup(cfg, args)
+    register_avs_datasets_from_cfg(cfg)
+    return cfg
+
+
+def main(args):
+    cfg = setup(args)
+    if args.eval_only:
+        model = AQFormerTrainer.build_model(cfg)
+        AQCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
+        results = AQFormerTrainer.test(cfg, model)
+        if comm.is_main_process():
+            from detectron2.evaluation import verify_results
+
+            verify_results(cfg, results)
+        return results
+    trainer = AQFormerTrainer(cfg)
+    trainer.resume_or_load(resume=args.resume)
+    return trainer.train()
+
+
+def cli(argv=None):
+    args = default_argument_parser().parse_args(argv)
+    launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
+           dist_url=args.dist_url, args=(args,))
+
+
+if __name__ == "__main__":
+    cli()
