@@ -22,6 +22,9 @@ def add_aqformer_config(cfg: CN) -> None:
     cfg.MODEL.AQFORMER.BCE_WEIGHT = 1.0
     cfg.MODEL.AQFORMER.DICE_WEIGHT = 1.0
     cfg.MODEL.AQFORMER.SIM_WEIGHT = 1.0
+    # Reduction of the AVSim loss, eq. (7): "sum" over layers and frame pairs as printed (then the mean over
+    # clips), or "mean" (divided by L * T^2). See docs/paper_choices.md.
+    cfg.MODEL.AQFORMER.SIM_REDUCTION = "sum"
     # Mask losses on the output of every decoder layer (§3.5: "each decoder layer"); False: last layer only.
     cfg.MODEL.AQFORMER.DEEP_SUPERVISION = True
     # Foreground threshold on the sigmoid probability used when masks are binarised (demo, PNG export).
@@ -80,6 +83,9 @@ def add_aqformer_config(cfg: CN) -> None:
     cfg.MODEL.AUDIO_ENCODER.OUT_DIM = 128
     # Local path of torchvggish's vggish-10086976.pth ("" = random initialisation).
     cfg.MODEL.AUDIO_ENCODER.WEIGHTS = ""
+    # Local path of torchvggish's vggish_pca_params-970ea276.pth ("" = no PCA post-processing). With PCA the
+    # embedding is quantised to 0..255 as torchvggish does, so no gradient flows through the encoder.
+    cfg.MODEL.AUDIO_ENCODER.PCA_WEIGHTS = ""
     # Freeze the audio encoder's parameters (and keep it in eval mode).
     cfg.MODEL.AUDIO_ENCODER.FREEZE = False
     # Channel widths of the VGGish conv blocks and of its fully connected layers. Defaults = VGGish.
@@ -107,6 +113,16 @@ def add_aqformer_config(cfg: CN) -> None:
     cfg.MODEL.TIMM_BACKBONE.WEIGHTS = ""
     # Number of leading feature stages to freeze (0 = train everything).
     cfg.MODEL.TIMM_BACKBONE.FREEZE_AT = 0
+
+    # ---------------------------------------------------------------- tiny CPU backbone (build_aq_tiny_convnet)
+    cfg.MODEL.TINY_CONVNET = CN()
+    cfg.MODEL.TINY_CONVNET.STEM_CHANNELS = 16
+    # Widths of the 4 stages (strides 4, 8, 16, 32).
+    cfg.MODEL.TINY_CONVNET.CHANNELS = [24, 48, 96, 160]
+    # Residual blocks per stage.
+    cfg.MODEL.TINY_CONVNET.BLOCKS = 1
+    cfg.MODEL.TINY_CONVNET.NORM = "BN"
+    cfg.MODEL.TINY_CONVNET.OUT_FEATURES = ["res2", "res3", "res4", "res5"]
 
     # ---------------------------------------------------------------- data
     # Registered name (AQ_DATASET_MAPPER_REGISTRY) of the dataset mapper used by the trainer.

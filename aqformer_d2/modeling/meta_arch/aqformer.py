@@ -91,6 +91,7 @@ class AQFormer(nn.Module):
                 dice_weight=q.DICE_WEIGHT,
                 sim_weight=q.SIM_WEIGHT,
                 deep_supervision=q.DEEP_SUPERVISION,
+                sim_reduction=q.SIM_REDUCTION,
             ),
             "num_frames": q.NUM_FRAMES,
             "pixel_mean": cfg.MODEL.PIXEL_MEAN,
@@ -155,7 +156,7 @@ class AQFormer(nn.Module):
 
         if self.training:
             targets = self.prepare_targets(batched_inputs, images.tensor.shape[-2:])
-            return self.criterion(outputs, targets)
+            return self.criterion(outputs, targets["masks"], targets["mask_valid"])
         return self.postprocess(outputs["pred_masks"], images, batched_inputs)
 
     def postprocess(self, mask_logits: torch.Tensor, images: ImageList, batched_inputs: List[Dict]):

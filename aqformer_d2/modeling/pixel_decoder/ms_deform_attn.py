@@ -11,7 +11,7 @@ head, L levels, P sampling points per head and level.
 from __future__ import annotations
 
 import math
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 import torch
 from torch import nn
@@ -22,9 +22,13 @@ __all__ = ["MSDeformAttn", "ms_deform_attn_core", "check_spatial_shapes"]
 
 def check_spatial_shapes(
     spatial_shapes: torch.Tensor, level_start_index: torch.Tensor, num_values: int
-) -> List[List[int]]:
+) -> Tuple[List[List[int]], List[int]]:
     """Validate ``spatial_shapes`` [L, 2] (rows (H_l, W_l)) and ``level_start_index`` [L] against a
-    flattened value sequence of length ``num_values``. Returns the shapes as a list of ``[H_l, W_l]``."""
+    flattened value sequence of length ``num_values``.
+
+    Returns:
+        (shapes, starts): ``[[H_l, W_l], ...]`` and the start offset of each level, as Python ints.
+    """
     if spatial_shapes.dim() != 2 or spatial_shapes.shape[1] != 2:
         raise ValueError(f"spatial_shapes must be [L, 2] (H, W per level), got {tuple(spatial_shapes.shape)}")
     shapes = [[int(h), int(w)] for h, w in spatial_shapes.tolist()]
@@ -41,7 +45,7 @@ def check_spatial_shapes(
     total = sum(h * w for h, w in shapes)
     if total != num_values:
         raise ValueError(f"spatial_shapes {shapes} cover {total} positions but the value has {num_values}")
-    return shapes
+    return shapes, starts
 
 
 def ms_deform_attn_core(
@@ -78,7 +82,7 @@ def ms_deform_attn_core(
         raise ValueError(
             f"attention_weights must be {(n, lq, m, num_levels, num_points)}, got {tuple(attention_weights.shape)}"
         )
-    shapes = check_spatial_shapes(spatial_shapes, level_start_index, s)
+    shapes, starts = check_spatial_shapes(spatial_shapes, level_start_index, s)
     if len(shapes) != num_levels:
         raise ValueError(f"spatial_shapes has {len(shapes)} levels but sampling_locations has {num_levels}")
 
@@ -88,8 +92,7 @@ def ms_deform_attn_core(
     weights = attention_weights.permute(0, 2, 3, 1, 4).flatten(0, 1)  # [N*M, L, Lq, P]
     output = value.new_zeros((n * m, d, lq))  # [N*M, D, Lq]
     for level, (h, w) in enumerate(shapes):
-        start = level_start_index[level] if False else sum(hh * ww for hh, ww in shapes[:level])
-        value_l = value[:, start:start + h * w]  # [N, H*W, M, D]
+        value_l = value[:, starts[level]:starts[level] + h * w]  # [N, H*W, M, D]
         value_l = value_l.permute(0, 2, 3, 1).reshape(n * m, d, h, w)  # [N*M, D, H, W]
         sampled = F.grid_sample(
             value_l, grids[:, level], mode="bilinear", padding_mode="zeros", align_corners=False

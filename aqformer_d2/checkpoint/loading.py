@@ -1,0 +1,139 @@
+"""Read weight files from local paths without executing code from them.
+
+* ``.pth`` / ``.pt`` / ``.bin`` / ``.ckpt``: ``torch.load(weights_only=True)`` (``weights_only=False``
+  only with an explicit ``trust_pickle=True``);
+* ``.safetensors``: ``safetensors.torch.load_file``;
+* ``.pkl``: :func:`aqformer_d2.utils.safe_pickle.load_pickle_restricted` (plain pickle only with
+  ``trust_pickle=True``).
+
+Every error names the file.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+from typing import Any, Dict, Mapping, Sequence, Union
+
+import numpy as np
+import torch
+
+from aqformer_d2.utils.safe_pickle import UnsafePickleError, load_pickle_restricted
+
+from .state_dict_report import to_tensor_state_dict
+
+__all__ = [
+    "CheckpointFormatError",
+    "TORCH_SUFFIXES",
+    "extract_state_dict",
+    "load_checkpoint_file",
+    "load_state_dict_file",
+]
+
+logger = logging.getLogger(__name__)
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+TORCH_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt", ".pyth")
+SAFETENSORS_SUFFIX = ".safetensors"
+PICKLE_SUFFIX = ".pkl"
+
+# Containers under which training scripts nest the weights (timm: "state_dict"/"state_dict_ema",
+# detectron2/fvcore: "model", pycls: "model_state", DeiT/PVT releases: "model").
+_NESTED_STATE_DICT_KEYS: Sequence[str] = ("state_dict", "model", "model_state", "module")
+
+
+class CheckpointFormatError(ValueError):
+    """A weight file could be read but does not hold what was expected (the message names the file)."""
+
+
+def _is_array(value: Any) -> bool:
+    return isinstance(value, (torch.Tensor, np.ndarray))
+
+
+def load_checkpoint_file(path: PathLike, *, trust_pickle: bool = False) -> Any:
+    """Read a weight file by its suffix and return the stored object unchanged.
+
+    Args:
+        path: local file (.pth/.pt/.bin/.ckpt/.pyth, .safetensors or .pkl).
+        trust_pickle: allow arbitrary pickled objects (plain pickle / ``weights_only=False``). Only for
+            files you created yourself.
+
+    Raises:
+        FileNotFoundError: no such file.
+        CheckpointFormatError: unknown suffix, or the file cannot be read in the safe mode.
+        aqformer_d2.utils.safe_pickle.UnsafePickleError: a .pkl names a disallowed global.
+    """
+    path_str = os.fspath(path)
+    if not os.path.isfile(path_str):
+        raise FileNotFoundError(f"{path_str}: checkpoint file not found")
+    lower = path_str.lower()
+    if lower.endswith(SAFETENSORS_SUFFIX):
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(path_str, device="cpu")
+        except SafetensorError as e:
+            raise CheckpointFormatError(f"{path_str}: not a valid .safetensors file ({e})") from e
+    if lower.endswith(PICKLE_SUFFIX):
+        if trust_pickle:
+            logger.warning("Loading %s with plain pickle (trust_pickle=True): it can run code.", path_str)
+            with open(path_str, "rb") as f:
+                return pickle.load(f, encoding="latin1")
+        return load_pickle_restricted(path_str)
+    if lower.endswith(TORCH_SUFFIXES):
+        try:
+            return torch.load(path_str, map_location="cpu", weights_only=not trust_pickle)
+        except pickle.UnpicklingError as e:
+            if isinstance(e, UnsafePickleError):
+                raise
+            raise CheckpointFormatError(
+                f"{path_str}: torch.load(weights_only=True) refused this file; it stores more than "
+                f"tensors and plain containers ({e}). Re-save its state dict, or pass trust_pickle=True "
+                "if you created the file yourself."
+            ) from e
+        except RuntimeError as e:
+            raise CheckpointFormatError(f"{path_str}: not a readable torch checkpoint ({e})") from e
+    raise CheckpointFormatError(
+        f"{path_str}: unknown checkpoint suffix; expected one of "
+        f"{', '.join(TORCH_SUFFIXES + (SAFETENSORS_SUFFIX, PICKLE_SUFFIX))}"
+    )
+
+
+def extract_state_dict(obj: Any, *, source: str = "<checkpoint>") -> Dict[str, torch.Tensor]:
+    """Find the ``{name: tensor}`` mapping in a loaded checkpoint.
+
+    Accepts a flat mapping of tensors/arrays, or one nested (once) under ``state_dict`` / ``model`` /
+    ``model_state`` / ``module``. Non-tensor entries beside the weights of a flat mapping are an error.
+    A leading ``module.`` (DataParallel) is stripped when every key has it.
+
+    Raises:
+        CheckpointFormatError: no state dict found; the message lists the top-level keys.
+    """
+    if not isinstance(obj, Mapping):
+        raise CheckpointFormatError(
+            f"{source}: expected a dict of tensors (a state dict), got {type(obj).__name__}"
+        )
+    state: Mapping[str, Any] = obj
+    if not (len(obj) > 0 and all(_is_array(v) for v in obj.values())):
+        for key in _NESTED_STATE_DICT_KEYS:
+            inner = obj.get(key)
+            if isinstance(inner, Mapping) and len(inner) > 0 and all(_is_array(v) for v in inner.values()):
+                state = inner
+                break
+        else:
+            top = sorted(str(k) for k in obj.keys())[:10]
+            raise CheckpointFormatError(
+                f"{source}: no state dict found: the file's top-level keys {top} are not all tensors and "
+                f"none of {list(_NESTED_STATE_DICT_KEYS)} holds a dict of tensors"
+            )
+    tensors = to_tensor_state_dict(state, source)
+    if tensors and all(k.startswith("module.") for k in tensors):
+        tensors = {k[len("module."):]: v for k, v in tensors.items()}
+    return tensors
+
+
+def load_state_dict_file(path: PathLike, *, trust_pickle: bool = False) -> Dict[str, torch.Tensor]:
+    """:func:`load_checkpoint_file` followed by :func:`extract_state_dict`: a ``{name: tensor}`` dict."""
+    return extract_state_dict(load_checkpoint_file(path, trust_pickle=trust_pickle), source=os.fspath(path))

@@ -1,0 +1,202 @@
+"""Dataset mapper: AVSBench-layout dataset dict -> clip dict of docs/interfaces.md.
+
+One clip = T frames + T one-second audio examples + the masks that exist. In training ONE random
+geometric augmentation is drawn per clip (from its first frame) and applied identically to all T
+frames and masks, so the audio-visual correspondence across frames is preserved.
+"""
+from __future__ import annotations
+
+import copy
+import logging
+from typing import List, Optional, Sequence
+
+import numpy as np
+import torch
+
+from detectron2.config import configurable
+from detectron2.data import detection_utils as utils
+from detectron2.data import transforms as T
+
+from ...audio.logmel import wav_file_to_examples
+from ...utils.safe_pickle import load_pickle_restricted
+from ..datasets.register_avsbench import read_avs_mask
+from .build import AQ_DATASET_MAPPER_REGISTRY
+
+__all__ = ["AVSClipMapper", "load_audio_examples", "build_avs_augmentations", "AUDIO_EXAMPLE_SHAPE"]
+
+logger = logging.getLogger(__name__)
+
+# One VGGish log-mel example: [1, 96, 64] (channel, 96 frames of 10 ms, 64 mel bands).
+AUDIO_EXAMPLE_SHAPE = (1, 96, 64)
+
+
+def load_audio_examples(dataset_dict: dict, source: str, num_frames: int) -> torch.Tensor:
+    """Audio of one clip as float32 ``[T, 1, 96, 64]`` log-mel examples.
+
+    Args:
+        dataset_dict: dataset dict with "audio_logmel_file" / "audio_wav_file".
+        source: "logmel": the precomputed ``.pkl`` (unpickled with the restricted unpickler, which
+            refuses anything but tensors / arrays); "wav": computed from the WAV file.
+        num_frames: T.
+
+    Raises:
+        ValueError: unknown source, or content of the wrong type / shape (message names the file).
+    """
+    if source == "logmel":
+        path = dataset_dict["audio_logmel_file"]
+        obj = load_pickle_restricted(path)
+        if isinstance(obj, np.ndarray):
+            obj = torch.from_numpy(np.ascontiguousarray(obj))
+        if not isinstance(obj, torch.Tensor):
+            raise ValueError(f"{path}: expected a tensor or array of log-mel examples, got {type(obj).__name__}.")
+        audio = obj.detach().to(torch.float32)
+    elif source == "wav":
+        path = dataset_dict["audio_wav_file"]
+        audio = torch.as_tensor(wav_file_to_examples(path, num_examples=num_frames), dtype=torch.float32)
+    else:
+        raise ValueError(f"Unknown audio source {source!r}; expected 'logmel' or 'wav'.")
+    expected = (num_frames,) + AUDIO_EXAMPLE_SHAPE
+    if tuple(audio.shape) != expected:
+        raise ValueError(f"{path}: audio examples have shape {list(audio.shape)}, expected {list(expected)}.")
+    if not torch.isfinite(audio).all():
+        raise ValueError(f"{path}: audio examples contain NaN or infinite values.")
+    return audio.contiguous()  # [T, 1, 96, 64]
+
+
+def build_avs_augmentations(cfg, is_train: bool) -> List[T.Augmentation]:
+    """Resize to ``INPUT.IMAGE_SIZE`` square; in training also a random flip (``INPUT.RANDOM_FLIP``:
+    "horizontal" / "vertical" / "none") and, when ``INPUT.CROP.ENABLED`` (detectron2's key), a random
+    crop (``INPUT.CROP.TYPE`` / ``INPUT.CROP.SIZE``) resized back to the square size (scale augmentation)."""
+    size = int(cfg.INPUT.IMAGE_SIZE)
+    augs: List[T.Augmentation] = [T.Resize((size, size))]
+    if not is_train:
+        return augs
+    flip = cfg.INPUT.RANDOM_FLIP
+    if flip in ("horizontal", "vertical"):
+        augs.append(T.RandomFlip(horizontal=flip == "horizontal", vertical=flip == "vertical"))
+    elif flip not in ("none", ""):
+        raise ValueError(f"cfg.INPUT.RANDOM_FLIP = {flip!r}; expected 'horizontal', 'vertical' or 'none'.")
+    if cfg.INPUT.CROP.ENABLED:
+        augs.append(T.RandomCrop(cfg.INPUT.CROP.TYPE, cfg.INPUT.CROP.SIZE))
+        augs.append(T.Resize((size, size)))
+    return augs
+
+
+@AQ_DATASET_MAPPER_REGISTRY.register()
+class AVSClipMapper:
+    """Map an AVSBench-layout dataset dict to the AQFormer clip dict.
+
+    Output (docs/interfaces.md): "images" uint8 ``[T, 3, H, W]`` (``image_format`` channel order),
+    "audio" float32 ``[T, 1, 96, 64]``, and when the video has at least one mask: "masks" uint8
+    ``[T, H, W]`` in {0, 1} (zeros for unlabelled frames) + "mask_valid" bool ``[T]``; "height",
+    "width" (original frame size), "video_id", "frame_files", "mask_files" passed through.
+    H = W = the resize size.
+    """
+
+    @configurable
+    def __init__(
+        self,
+        *,
+        is_train: bool,
+        augmentations: Sequence[T.Augmentation],
+        image_format: str,
+        num_frames: int,
+        audio_source: str,
+    ):
+        """
+        Args:
+            is_train: training mode (only used for logging; randomness lives in ``augmentations``).
+            augmentations: detectron2 augmentations, drawn once per clip and applied to every frame
+                and mask (the first one should resize to the model's square input size).
+            image_format: PIL mode or "BGR" for the frames (cfg.INPUT.FORMAT, "RGB" for AQFormer).
+            num_frames: T, the frames per clip (cfg.MODEL.AQFORMER.NUM_FRAMES).
+            audio_source: "logmel" (precomputed .pkl) or "wav" (cfg.INPUT.AUDIO.SOURCE).
+        """
+        if audio_source not in ("logmel", "wav"):
+            raise ValueError(f"audio_source must be 'logmel' or 'wav', got {audio_source!r}.")
+        self.is_train = is_train
+        self.augmentations = T.AugmentationList(list(augmentations))
+        self.image_format = image_format
+        self.num_frames = int(num_frames)
+        self.audio_source = audio_source
+        mode = "training" if is_train else "inference"
+        logger.info("[AVSClipMapper] augmentations used in %s: %s", mode, self.augmentations)
+
+    @classmethod
+    def from_config(cls, cfg, is_train: bool = True):
+        return {
+            "is_train": is_train,
+            "augmentations": build_avs_augmentations(cfg, is_train),
+            "image_format": cfg.INPUT.FORMAT,
+            "num_frames": cfg.MODEL.AQFORMER.NUM_FRAMES,
+            "audio_source": cfg.INPUT.AUDIO.SOURCE,
+        }
+
+    def _read_frame(self, path: str, height: int, width: int) -> np.ndarray:
+        try:
+            image = utils.read_image(path, format=self.image_format)  # [H0, W0, 3] uint8
+        except OSError as e:
+            raise OSError(f"Cannot read frame {path}: {e}") from e
+        if image.ndim != 3 or image.shape[2] != 3:
+            raise ValueError(f"Frame {path} has shape {image.shape} in format {self.image_format}; expected [H, W, 3].")
+        if image.shape[:2] != (height, width):
+            raise ValueError(
+                f"Frame {path} is {image.shape[0]}x{image.shape[1]} (HxW), but the clip's frames are "
+                f"{height}x{width} (dataset dict height/width)."
+            )
+        return image
+
+    def __call__(self, dataset_dict: dict) -> dict:
+        d = copy.deepcopy(dataset_dict)
+        frame_files: List[str] = d["frame_files"]
+        mask_files: List[Optional[str]] = d.get("mask_files") or [None] * len(frame_files)
+        if len(frame_files) != self.num_frames or len(mask_files) != self.num_frames:
+            raise ValueError(
+                f"Video {d.get('video_id')!r} has {len(frame_files)} frames / {len(mask_files)} mask entries; "
+                f"the mapper expects T = {self.num_frames} (cfg.MODEL.AQFORMER.NUM_FRAMES)."
+            )
+        height, width = int(d["height"]), int(d["width"])
+
+        frames = [self._read_frame(p, height, width) for p in frame_files]  # T x [H0, W0, 3]
+        masks: List[Optional[np.ndarray]] = []
+        for p in mask_files:
+            if p is None:
+                masks.append(None)
+                continue
+            m = read_avs_mask(p)  # [H0, W0] uint8 {0, 1}
+            if m.shape != (height, width):
+                raise ValueError(
+                    f"Mask {p} is {m.shape[0]}x{m.shape[1]} (HxW), but its frames are {height}x{width}."
+                )
+            masks.append(m)
+
+        # One draw of the (random) geometric augmentation for the whole clip, from the first frame.
+        aug_input = T.AugInput(frames[0])
+        transforms = self.augmentations(aug_input)
+        frames = [aug_input.image] + [transforms.apply_image(f) for f in frames[1:]]  # T x [H, W, 3]
+        out_h, out_w = frames[0].shape[:2]
+        images = torch.stack(
+            [torch.as_tensor(np.ascontiguousarray(f.transpose(2, 0, 1))) for f in frames]
+        )  # [T, 3, H, W] uint8
+
+        out = {
+            "images": images,
+            "audio": load_audio_examples(d, self.audio_source, self.num_frames),  # [T, 1, 96, 64]
+            "height": height,
+            "width": width,
+            "video_id": d["video_id"],
+            "frame_files": frame_files,
+            "mask_files": mask_files,
+        }
+        if any(m is not None for m in masks):
+            mask_t = torch.zeros((self.num_frames, out_h, out_w), dtype=torch.uint8)  # [T, H, W]
+            valid = torch.zeros(self.num_frames, dtype=torch.bool)  # [T]
+            for t, m in enumerate(masks):
+                if m is None:
+                    continue
+                m = transforms.apply_segmentation(m)  # [H, W], nearest-neighbour resize
+                mask_t[t] = torch.as_tensor(np.ascontiguousarray(m) > 0, dtype=torch.uint8)
+                valid[t] = True
+            out["masks"] = mask_t
+            out["mask_valid"] = valid
+        return out

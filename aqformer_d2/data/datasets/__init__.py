@@ -1,0 +1,39 @@
+"""AVSBench-layout dataset registration.
+
+Importing this package registers ``avsbench_{s4,ms3}_{train,val,test}`` lazily under the default
+root ($DETECTRON2_DATASETS, default "datasets"), like detectron2's builtin datasets. Training code
+re-registers with ``cfg.DATASETS.AVS_ROOT`` through :func:`register_all_avsbench_from_cfg`.
+"""
+from .register_avsbench import (
+    AVS_NUM_FRAMES,
+    AVS_SPLITS,
+    AVS_TASKS,
+    AVSLayoutError,
+    avs_layout_paths,
+    get_avs_root,
+    load_avs_layout_split,
+    read_avs_mask,
+    register_all_avsbench,
+    register_all_avsbench_from_cfg,
+    register_avs_layout,
+    register_avsbench_ms3,
+    register_avsbench_s4,
+)
+
+register_all_avsbench()
+
+__all__ = [
+    "AVS_NUM_FRAMES",
+    "AVS_SPLITS",
+    "AVS_TASKS",
+    "AVSLayoutError",
+    "avs_layout_paths",
+    "get_avs_root",
+    "load_avs_layout_split",
+    "read_avs_mask",
+    "register_all_avsbench",
+    "register_all_avsbench_from_cfg",
+    "register_avs_layout",
+    "register_avsbench_ms3",
+    "register_avsbench_s4",
+]

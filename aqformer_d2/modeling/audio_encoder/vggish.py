@@ -1,0 +1,411 @@
+"""VGGish audio encoder (Hershey et al., 2017), the audio encoder of AQFormer §3.1.
+
+The module's parameter names and shapes are those of torchvggish's released ``vggish-10086976.pth``
+(a conversion of the AudioSet TF-slim checkpoint), so that file loads strictly:
+
+- ``features``: Sequential [conv, relu, pool, conv, relu, pool, conv, relu, conv, relu, pool,
+  conv, relu, conv, relu, pool]; 3x3 convs (padding 1), 2x2 max pools. Parameters at indices
+  0, 3, 6, 8, 11, 13 (``features.N.weight`` / ``features.N.bias``).
+- ``embeddings``: Sequential [linear, relu, linear, relu, linear, relu] (torchvggish keeps a ReLU
+  after the 128-d layer). Parameters at indices 0, 2, 4.
+- Between the two, the conv output ``[N, C, 6, 4]`` is flattened in channels-last order
+  (``[N, 6, 4, C]``), which is the TF-slim flatten order the FC weights were trained with.
+
+Optional PCA post-processing (``vggish_pca_params-970ea276.pth``) reproduces torchvggish's
+``Postprocessor``: PCA whitening, clip to [-2, 2], 8-bit quantisation to {0..255}.
+"""
+import logging
+import os
+import pickle
+from collections import OrderedDict
+from collections.abc import Mapping
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+from detectron2.config import configurable
+from torch import nn
+
+from aqformer_d2.audio.logmel import NUM_FRAMES, NUM_MEL_BINS, waveform_to_examples
+
+from .build import AUDIO_ENCODER_REGISTRY
+
+__all__ = [
+    "VGGish",
+    "VGGishPCA",
+    "vggish_state_dict_shapes",
+    "load_torch_file",
+    "load_vggish_pca_params",
+    "convert_torchvggish_state_dict",
+]
+
+logger = logging.getLogger(__name__)
+
+VGGISH_CONV_CHANNELS = (64, 128, 256, 512)
+VGGISH_FC_DIMS = (4096, 4096)
+VGGISH_OUT_DIM = 128
+# Convolutions per block (each block ends with a 2x2 max pool).
+_BLOCK_CONVS = (1, 1, 2, 2)
+# Spatial size of an example [96 frames, 64 mel bands] after the four 2x2 pools.
+_POOLED_HW = (NUM_FRAMES // 16, NUM_MEL_BINS // 16)  # (6, 4)
+# torchvggish / AudioSet PCA parameters and quantisation range.
+PCA_EIGEN_VECTORS_NAME = "pca_eigen_vectors"
+PCA_MEANS_NAME = "pca_means"
+QUANTIZE_MIN_VAL = -2.0
+QUANTIZE_MAX_VAL = 2.0
+
+
+def _check_positive_ints(name: str, values: Sequence[Any], length: Optional[int] = None) -> Tuple[int, ...]:
+    values = tuple(values)
+    if length is not None and len(values) != length:
+        raise ValueError(f"VGGish: {name} must have {length} entries, got {list(values)}")
+    for v in values:
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+            raise ValueError(f"VGGish: {name} must hold positive integers, got {list(values)}")
+    return tuple(int(v) for v in values)
+
+
+def vggish_state_dict_shapes(
+    conv_channels: Sequence[int] = VGGISH_CONV_CHANNELS,
+    fc_dims: Sequence[int] = VGGISH_FC_DIMS,
+    out_dim: int = VGGISH_OUT_DIM,
+) -> "OrderedDict[str, Tuple[int, ...]]":
+    """Key -> shape of the VGGish state dict in torchvggish's layout (without PCA buffers)."""
+    conv_channels = _check_positive_ints("conv_channels", conv_channels, len(_BLOCK_CONVS))
+    fc_dims = _check_positive_ints("fc_dims", fc_dims)
+    (out_dim,) = _check_positive_ints("out_dim", [out_dim])
+    shapes: "OrderedDict[str, Tuple[int, ...]]" = OrderedDict()
+    index, in_ch = 0, 1
+    for width, num_convs in zip(conv_channels, _BLOCK_CONVS):
+        for _ in range(num_convs):
+            shapes[f"features.{index}.weight"] = (width, in_ch, 3, 3)
+            shapes[f"features.{index}.bias"] = (width,)
+            index += 2  # conv, relu
+            in_ch = width
+        index += 1  # pool
+    in_features = in_ch * _POOLED_HW[0] * _POOLED_HW[1]
+    for j, dim in enumerate(list(fc_dims) + [out_dim]):
+        shapes[f"embeddings.{2 * j}.weight"] = (dim, in_features)
+        shapes[f"embeddings.{2 * j}.bias"] = (dim,)
+        in_features = dim
+    return shapes
+
+
+_NUMPY_SAFE_GLOBALS = [
+    np.ndarray,
+    np.dtype,
+    np._core.multiarray._reconstruct,
+    (np._core.multiarray._reconstruct, "numpy.core.multiarray._reconstruct"),
+    type(np.dtype(np.float32)),
+    type(np.dtype(np.float64)),
+]
+
+
+def load_torch_file(path: Union[str, os.PathLike], what: str) -> Any:
+    """``torch.load(path, weights_only=True)`` on the CPU, also allowing plain numpy arrays.
+
+    torchvggish's PCA file stores numpy arrays; only numpy's array reconstruction is allow-listed,
+    no other code can run. Errors name the file and ``what`` it was meant to be.
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path}: {what} file not found")
+    try:
+        with torch.serialization.safe_globals(_NUMPY_SAFE_GLOBALS):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as e:
+        raise ValueError(f"{path}: cannot load {what} with torch.load(weights_only=True): {e}") from e
+
+
+def _describe(value: Any) -> str:
+    """Shape of a tensor as a list, or the type name of anything else (for error messages)."""
+    return str(list(value.shape)) if isinstance(value, torch.Tensor) else type(value).__name__
+
+
+def _as_float_tensor(value: Any, path: str, key: str) -> torch.Tensor:
+    if isinstance(value, np.ndarray):
+        value = torch.from_numpy(np.ascontiguousarray(value))
+    if not isinstance(value, torch.Tensor) or not torch.is_floating_point(value):
+        raise ValueError(f"{path}: entry {key!r} must be a floating-point tensor or array, got {type(value).__name__}")
+    return value.to(torch.float32)
+
+
+def load_vggish_pca_params(path: Union[str, os.PathLike]) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Read torchvggish's ``vggish_pca_params-970ea276.pth``.
+
+    Returns:
+        ``(pca_matrix [D, D], pca_means [D, 1])`` float32 (means stored as ``[D]`` are reshaped).
+    """
+    path = os.fspath(path)
+    params = load_torch_file(path, "VGGish PCA parameters")
+    if not isinstance(params, Mapping):
+        raise ValueError(f"{path}: VGGish PCA parameters must be a dict, got {type(params).__name__}")
+    expected = {PCA_EIGEN_VECTORS_NAME, PCA_MEANS_NAME}
+    missing = sorted(expected - set(params))
+    unexpected = sorted(set(params) - expected)
+    if missing or unexpected:
+        raise ValueError(f"{path}: VGGish PCA parameters: missing keys {missing}, unexpected keys {unexpected}")
+    matrix = _as_float_tensor(params[PCA_EIGEN_VECTORS_NAME], path, PCA_EIGEN_VECTORS_NAME)
+    means = _as_float_tensor(params[PCA_MEANS_NAME], path, PCA_MEANS_NAME)
+    if matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1]:
+        raise ValueError(f"{path}: {PCA_EIGEN_VECTORS_NAME} must be square [D, D], got {list(matrix.shape)}")
+    dim = matrix.shape[0]
+    if tuple(means.shape) not in ((dim,), (dim, 1)):
+        raise ValueError(f"{path}: {PCA_MEANS_NAME} must be [{dim}] or [{dim}, 1], got {list(means.shape)}")
+    return matrix, means.reshape(dim, 1)
+
+
+class VGGishPCA(nn.Module):
+    """torchvggish's embedding post-processing: PCA (with whitening), clip to [-2, 2], 8-bit quantisation.
+
+    Buffers ``pca_matrix [D, D]`` and ``pca_means [D, 1]`` (torchvggish's ``pproc`` names). The output
+    holds integers 0..255 as floats; rounding has no useful gradient.
+
+    Args:
+        dim: embedding width D.
+    """
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.register_buffer("pca_matrix", torch.zeros(dim, dim))  # [D, D]
+        self.register_buffer("pca_means", torch.zeros(dim, 1))  # [D, 1]
+
+    def load_file(self, path: Union[str, os.PathLike]) -> None:
+        """Fill the buffers from a torchvggish PCA file (shape must match D)."""
+        matrix, means = load_vggish_pca_params(path)
+        if matrix.shape != self.pca_matrix.shape:
+            raise ValueError(
+                f"{os.fspath(path)}: PCA matrix is {list(matrix.shape)} but the encoder's embedding "
+                f"width needs {list(self.pca_matrix.shape)}"
+            )
+        self.pca_matrix.copy_(matrix)
+        self.pca_means.copy_(means)
+
+    def forward(self, embeddings: torch.Tensor) -> torch.Tensor:
+        """embeddings ``[N, D]`` -> quantised PCA embeddings ``[N, D]`` in {0, ..., 255}."""
+        pca = (embeddings - self.pca_means.T) @ self.pca_matrix.T  # [N, D] = (P (e^T - mu))^T
+        clipped = pca.clamp(QUANTIZE_MIN_VAL, QUANTIZE_MAX_VAL)
+        scale = 255.0 / (QUANTIZE_MAX_VAL - QUANTIZE_MIN_VAL)
+        return torch.round((clipped - QUANTIZE_MIN_VAL) * scale)  # [N, D]
+
+
+@AUDIO_ENCODER_REGISTRY.register()
+class VGGish(nn.Module):
+    """VGGish: log-mel examples ``[N, 1, 96, 64]`` -> embeddings ``[N, out_dim]`` (C_a of §3.1).
+
+    With the default widths its state dict is key-for-key and shape-for-shape torchvggish's
+    ``vggish-10086976.pth``, and the released weights give torchvggish's embeddings.
+    """
+
+    @configurable
+    def __init__(
+        self,
+        *,
+        conv_channels: Sequence[int] = VGGISH_CONV_CHANNELS,
+        fc_dims: Sequence[int] = VGGISH_FC_DIMS,
+        out_dim: int = VGGISH_OUT_DIM,
+        weights: str = "",
+        pca_weights: str = "",
+        freeze: bool = False,
+    ):
+        """
+        Args:
+            conv_channels: widths of the 4 conv blocks (1, 1, 2, 2 convs each). VGGish: 64, 128, 256, 512.
+            fc_dims: widths of the hidden fully connected layers. VGGish: 4096, 4096.
+            out_dim: embedding width C_a. VGGish: 128.
+            weights: local torchvggish state dict (``vggish-10086976.pth`` for the default widths),
+                loaded strictly; "" keeps the random initialisation.
+            pca_weights: local ``vggish_pca_params-970ea276.pth``; "" disables PCA post-processing.
+            freeze: no gradients for the parameters, and the module stays in eval mode.
+        """
+        super().__init__()
+        shapes = vggish_state_dict_shapes(conv_channels, fc_dims, out_dim)  # validates the widths
+        self.conv_channels = tuple(int(c) for c in conv_channels)
+        self.fc_dims = tuple(int(d) for d in fc_dims)
+        self._out_dim = int(out_dim)
+
+        layers: List[nn.Module] = []
+        in_ch = 1
+        for width, num_convs in zip(self.conv_channels, _BLOCK_CONVS):
+            for _ in range(num_convs):
+                layers += [nn.Conv2d(in_ch, width, kernel_size=3, padding=1), nn.ReLU()]
+                in_ch = width
+            layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
+        self.features = nn.Sequential(*layers)
+
+        fcs: List[nn.Module] = []
+        in_features = in_ch * _POOLED_HW[0] * _POOLED_HW[1]
+        for dim in list(self.fc_dims) + [self._out_dim]:
+            fcs += [nn.Linear(in_features, dim), nn.ReLU()]
+            in_features = dim
+        self.embeddings = nn.Sequential(*fcs)
+
+        own_shapes = {k: tuple(v.shape) for k, v in self.state_dict().items()}
+        if own_shapes != dict(shapes):
+            raise AssertionError("VGGish: module layout differs from vggish_state_dict_shapes")
+
+        self.pproc = VGGishPCA(self._out_dim) if pca_weights else None
+        if weights:
+            self.load_torchvggish_weights(weights)
+        if pca_weights:
+            self.pproc.load_file(pca_weights)
+            logger.info("VGGish: PCA post-processing parameters loaded from %s", pca_weights)
+
+        self.freeze = bool(freeze)
+        if self.freeze:
+            for p in self.parameters():
+                p.requires_grad_(False)
+            self.eval()
+
+    @classmethod
+    def from_config(cls, cfg) -> Dict[str, Any]:
+        c = cfg.MODEL.AUDIO_ENCODER
+        return {
+            "conv_channels": list(c.CONV_CHANNELS),
+            "fc_dims": list(c.FC_DIMS),
+            "out_dim": c.OUT_DIM,
+            "weights": c.WEIGHTS,
+            # MODEL.AUDIO_ENCODER.PCA_WEIGHTS is optional; absent means PCA off (the default).
+            "pca_weights": c.PCA_WEIGHTS,
+            "freeze": c.FREEZE,
+        }
+
+    @property
+    def out_dim(self) -> int:
+        """C_a: width of the output embeddings."""
+        return self._out_dim
+
+    def train(self, mode: bool = True) -> "VGGish":
+        """A frozen encoder stays in eval mode whatever ``mode`` is."""
+        return super().train(mode and not self.freeze)
+
+    def load_torchvggish_weights(self, path: Union[str, os.PathLike]) -> None:
+        """Strictly load a torchvggish-layout state dict (``features.*``, ``embeddings.*``).
+
+        ``pproc.pca_matrix`` / ``pproc.pca_means`` are loaded too when present and PCA is enabled.
+        Raises ValueError naming the file and listing missing / unexpected / mis-shaped keys.
+        """
+        path = os.fspath(path)
+        state = load_torch_file(path, "VGGish weights")
+        if not isinstance(state, Mapping):
+            raise ValueError(f"{path}: VGGish weights must be a state dict, got {type(state).__name__}")
+        own = self.state_dict()
+        required = [k for k in own if not k.startswith("pproc.")]
+        missing = [k for k in required if k not in state]
+        unexpected = [k for k in state if k not in own]
+        mismatched = [
+            f"{k}: file {_describe(state[k])} vs model {list(own[k].shape)}"
+            for k in state
+            if k in own and (not isinstance(state[k], torch.Tensor) or state[k].shape != own[k].shape)
+        ]
+        if missing or unexpected or mismatched:
+            raise ValueError(
+                f"{path}: VGGish weights do not match the encoder (conv_channels={list(self.conv_channels)}, "
+                f"fc_dims={list(self.fc_dims)}, out_dim={self._out_dim}, PCA={'on' if self.pproc else 'off'}): "
+                f"missing keys {missing}; unexpected keys {unexpected}; shape mismatches {mismatched}"
+            )
+        self.load_state_dict(dict(state), strict=False)
+        logger.info("VGGish: loaded %d tensors from %s", len(state), path)
+
+    def forward(self, examples: torch.Tensor) -> torch.Tensor:
+        """examples ``[N, 1, 96, 64]`` (log-mel) -> embeddings ``[N, out_dim]``."""
+        if examples.ndim != 4 or tuple(examples.shape[1:]) != (1, NUM_FRAMES, NUM_MEL_BINS):
+            raise ValueError(
+                f"VGGish: expected log-mel examples [N, 1, {NUM_FRAMES}, {NUM_MEL_BINS}], got {list(examples.shape)}"
+            )
+        x = self.features(examples)  # [N, C4, 6, 4]
+        x = x.permute(0, 2, 3, 1).flatten(1)  # [N, 6 * 4 * C4], channels-last (TF-slim) order
+        x = self.embeddings(x)  # [N, out_dim]
+        if self.pproc is not None:
+            x = self.pproc(x)  # [N, out_dim]
+        return x
+
+    def encode_waveform(self, waveform: Union[np.ndarray, torch.Tensor], sample_rate: int) -> torch.Tensor:
+        """Waveform ``[S]`` (or ``[C, S]``) at sample_rate -> ``[T, out_dim]``, one row per 0.96 s example."""
+        p = next(self.parameters())
+        examples = waveform_to_examples(waveform, sample_rate).to(device=p.device, dtype=p.dtype)  # [T, 1, 96, 64]
+        return self(examples)  # [T, out_dim]
+
+
+def _infer_vggish_widths(state_dict: Mapping, source: str) -> Tuple[List[int], List[int], int]:
+    """(conv_channels, fc_dims, out_dim) from the weight shapes of a torchvggish-layout state dict."""
+    conv_widths: List[Tuple[int, int]] = []
+    fc_widths: List[Tuple[int, int]] = []
+    for key, value in state_dict.items():
+        parts = key.split(".")
+        if len(parts) != 3 or parts[2] != "weight" or not parts[1].isdigit() or not isinstance(value, torch.Tensor):
+            continue
+        if parts[0] == "features" and value.ndim == 4:
+            conv_widths.append((int(parts[1]), value.shape[0]))
+        elif parts[0] == "embeddings" and value.ndim == 2:
+            fc_widths.append((int(parts[1]), value.shape[0]))
+    conv_widths.sort()
+    fc_widths.sort()
+    if len(conv_widths) != sum(_BLOCK_CONVS) or len(fc_widths) < 1:
+        raise ValueError(
+            f"{source}: not a torchvggish VGGish state dict: found {len(conv_widths)} conv weights "
+            f"(need {sum(_BLOCK_CONVS)}) and {len(fc_widths)} linear weights under features.* / embeddings.*"
+        )
+    firsts = np.cumsum((0,) + _BLOCK_CONVS[:-1])  # index of each block's first conv
+    conv_channels = [int(conv_widths[i][1]) for i in firsts]
+    dims = [int(w) for _, w in fc_widths]
+    return conv_channels, dims[:-1], dims[-1]
+
+
+def convert_torchvggish_state_dict(
+    state_dict: Mapping,
+    pca_params: Optional[Mapping] = None,
+    prefix: str = "audio_encoder.",
+    source: str = "state dict",
+) -> "OrderedDict[str, torch.Tensor]":
+    """Re-key a torchvggish state dict (and optional PCA params) for the full AQFormer model.
+
+    Args:
+        state_dict: torchvggish layout (``vggish-10086976.pth``, or the same layout with other
+            widths); checked strictly against :func:`vggish_state_dict_shapes` of the widths read
+            from its own weight shapes.
+        pca_params: optional ``{"pca_eigen_vectors": [D, D], "pca_means": [D] or [D, 1]}``
+            (tensors or numpy arrays), written as ``pproc.pca_matrix`` / ``pproc.pca_means``.
+        prefix: module path of the audio encoder in the model ("audio_encoder.").
+        source: name used in error messages (the file name).
+
+    Returns:
+        ``OrderedDict`` ``prefix + key -> tensor`` (values copied unchanged, PCA as float32).
+    """
+    if not isinstance(state_dict, Mapping):
+        raise ValueError(f"{source}: expected a state dict, got {type(state_dict).__name__}")
+    conv_channels, fc_dims, out_dim = _infer_vggish_widths(state_dict, source)
+    expected = vggish_state_dict_shapes(conv_channels, fc_dims, out_dim)
+    missing = [k for k in expected if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in expected]
+    mismatched = [
+        f"{k}: {_describe(state_dict[k])} vs {list(shape)}"
+        for k, shape in expected.items()
+        if k in state_dict
+        and (not isinstance(state_dict[k], torch.Tensor) or tuple(state_dict[k].shape) != tuple(shape))
+    ]
+    if missing or unexpected or mismatched:
+        raise ValueError(
+            f"{source}: does not match the torchvggish layout (conv_channels={conv_channels}, fc_dims={fc_dims}, "
+            f"out_dim={out_dim}): missing keys {missing}; unexpected keys {unexpected}; shape mismatches {mismatched}"
+        )
+    out: "OrderedDict[str, torch.Tensor]" = OrderedDict(
+        (prefix + k, state_dict[k].detach().clone()) for k in expected
+    )
+    if pca_params is not None:
+        if not isinstance(pca_params, Mapping):
+            raise ValueError(f"{source}: PCA parameters must be a dict, got {type(pca_params).__name__}")
+        keys = {PCA_EIGEN_VECTORS_NAME, PCA_MEANS_NAME}
+        if set(pca_params) != keys:
+            raise ValueError(
+                f"{source}: PCA parameters must hold exactly {sorted(keys)}, got {sorted(map(str, pca_params))}"
+            )
+        matrix = _as_float_tensor(pca_params[PCA_EIGEN_VECTORS_NAME], source, PCA_EIGEN_VECTORS_NAME)
+        means = _as_float_tensor(pca_params[PCA_MEANS_NAME], source, PCA_MEANS_NAME)
+        if tuple(matrix.shape) != (out_dim, out_dim) or means.numel() != out_dim:
+            raise ValueError(
+                f"{source}: PCA shapes {list(matrix.shape)} / {list(means.shape)} do not fit embedding width {out_dim}"
+            )
+        out[prefix + "pproc.pca_matrix"] = matrix.clone()  # [D, D]
+        out[prefix + "pproc.pca_means"] = means.reshape(out_dim, 1).clone()  # [D, 1]
+    return out

@@ -1,0 +1,113 @@
+"""Audio Bridged Temporal Interaction (ABTI), eq. (9)-(12) of AQFormer (§3.4).
+
+One class, :class:`ABTI`, instantiated once per scale it is inserted at. Three steps:
+
+1. gathering (eq. 9-10): the audio of frame p selects, by a softmax over the HW pixels of frame q,
+   a compact object feature O_pq from frame q, for every pair (p, q) of the clip;
+2. temporal interaction: multi-head self-attention (residual + LayerNorm) over the T x T compact
+   features of the clip gives Ô_pq;
+3. remapping (eq. 11-12): Ô_pq is spread back over frame q with the same weights S_pq and the
+   contributions of all p are added to F_q.
+"""
+from __future__ import annotations
+
+import math
+from typing import Tuple
+
+import torch
+from torch import nn
+
+__all__ = ["ABTI"]
+
+
+class ABTI(nn.Module):
+    """Audio-bridged temporal interaction for one scale.
+
+    The logits of eq. (9) are scaled by 1/sqrt(C_b) (not printed in the paper; see
+    docs/paper_choices.md, "ABTI: scaling of eq. (9)").
+
+    Args:
+        feature_dim: C, channels of F (C_f in the pixel decoder).
+        audio_dim: C_a, channels of A.
+        hidden_dim: C_b, width of f_a, f_m, f_n and of the compact features.
+        num_heads: heads of the self-attention over the T x T compact features (must divide C_b).
+        dropout: dropout of that self-attention.
+    """
+
+    def __init__(self, feature_dim: int, audio_dim: int, hidden_dim: int, num_heads: int, dropout: float = 0.0):
+        super().__init__()
+        for name, val in (("feature_dim", feature_dim), ("audio_dim", audio_dim), ("hidden_dim", hidden_dim),
+                          ("num_heads", num_heads)):
+            if val <= 0:
+                raise ValueError(f"ABTI: {name} must be positive, got {val}")
+        if hidden_dim % num_heads != 0:
+            raise ValueError(f"ABTI: hidden_dim C_b ({hidden_dim}) must be divisible by num_heads ({num_heads})")
+        self.feature_dim = feature_dim
+        self.audio_dim = audio_dim
+        self.hidden_dim = hidden_dim
+        self.f_a = nn.Linear(audio_dim, hidden_dim)
+        self.f_m = nn.Linear(feature_dim, hidden_dim)
+        self.f_n = nn.Linear(feature_dim, hidden_dim)
+        self.f_o = nn.Linear(hidden_dim, feature_dim)
+        self.self_attn = nn.MultiheadAttention(hidden_dim, num_heads, dropout=dropout, batch_first=True)
+        self.norm = nn.LayerNorm(hidden_dim)
+        for layer in (self.f_a, self.f_m, self.f_n, self.f_o):
+            nn.init.xavier_uniform_(layer.weight)
+            nn.init.zeros_(layer.bias)
+
+    def gather(self, audio: torch.Tensor, frames: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Eq. (9)-(10): S_pq = Softmax_HW(f_a(A_p) f_m(F_q)^T / sqrt(C_b)); O_pq = S_pq f_n(F_q).
+
+        Args:
+            audio: A, [B, T, C_a].
+            frames: F as tokens, [B, T, HW, C].
+
+        Returns:
+            (S [B, T(p), T(q), HW], each row summing to 1 over HW; O [B, T(p), T(q), C_b]).
+        """
+        a = self.f_a(audio)  # [B, T, C_b]
+        m = self.f_m(frames)  # [B, T, HW, C_b]
+        logits = torch.einsum("bpc,bqnc->bpqn", a, m) / math.sqrt(self.hidden_dim)  # [B, T, T, HW]
+        s = logits.softmax(dim=-1)  # [B, T, T, HW], softmax over the pixels of frame q
+        o = torch.einsum("bpqn,bqnc->bpqc", s, self.f_n(frames))  # [B, T, T, C_b]
+        return s, o
+
+    def interact(self, compact: torch.Tensor) -> torch.Tensor:
+        """Temporal interaction: Ô = LN(O + MHSA(O)) over the sequence of all T x T compact features.
+
+        compact: O, [B, T, T, C_b] -> Ô, [B, T, T, C_b].
+        """
+        b, t, _, c = compact.shape
+        seq = compact.reshape(b, t * t, c)  # [B, T*T, C_b]
+        attended, _ = self.self_attn(seq, seq, seq, need_weights=False)  # [B, T*T, C_b]
+        return self.norm(seq + attended).view(b, t, t, c)  # [B, T, T, C_b]
+
+    def remap(self, frames: torch.Tensor, weights: torch.Tensor, updated: torch.Tensor) -> torch.Tensor:
+        """Eq. (11)-(12): F̃_pq = S_pq^T f_o(Ô_pq); F̂_q = F_q + sum_p F̃_pq.
+
+        Args:
+            frames: F as tokens, [B, T, HW, C].
+            weights: S, [B, T(p), T(q), HW].
+            updated: Ô, [B, T(p), T(q), C_b].
+
+        Returns:
+            F̂ as tokens, [B, T, HW, C].
+        """
+        # sum_p S_pq^T f_o(Ô_pq): the outer products [HW, 1] x [1, C] summed over p in one einsum.
+        return frames + torch.einsum("bpqn,bpqc->bqnc", weights, self.f_o(updated))  # [B, T, HW, C]
+
+    def forward(self, features: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
+        """features F [B*T, C, H, W] (clip-major), audio A [B, T, C_a] -> F̂ [B*T, C, H, W]."""
+        if features.dim() != 4 or features.shape[1] != self.feature_dim:
+            raise ValueError(f"ABTI: features must be [B*T, {self.feature_dim}, H, W], got {tuple(features.shape)}")
+        if audio.dim() != 3 or audio.shape[-1] != self.audio_dim:
+            raise ValueError(f"ABTI: audio must be [B, T, {self.audio_dim}], got {tuple(audio.shape)}")
+        b, t, _ = audio.shape
+        bt, c, h, w = features.shape
+        if b * t != bt:
+            raise ValueError(f"ABTI: features have {bt} frames but audio {tuple(audio.shape)} describes B*T = {b * t}")
+        frames = features.flatten(2).transpose(1, 2).reshape(b, t, h * w, c)  # [B, T, HW, C]
+        s, o = self.gather(audio, frames)  # [B, T, T, HW], [B, T, T, C_b]
+        o_hat = self.interact(o)  # [B, T, T, C_b]
+        out = self.remap(frames, s, o_hat)  # [B, T, HW, C]
+        return out.reshape(bt, h * w, c).transpose(1, 2).reshape(bt, c, h, w)  # [B*T, C, H, W]

@@ -1,0 +1,83 @@
+"""ABTI, eq. (9)-(12)."""
+import pytest
+import torch
+
+from aqformer_d2.modeling.pixel_decoder.abti import ABTI
+
+B, T, C, CA, CB, H, W = 2, 3, 8, 6, 8, 4, 5
+
+
+def _inputs(seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(B * T, C, H, W, generator=g), torch.randn(B, T, CA, generator=g)
+
+
+def _module():
+    torch.manual_seed(0)
+    return ABTI(feature_dim=C, audio_dim=CA, hidden_dim=CB, num_heads=2).eval()
+
+
+def test_gather_weights_are_a_softmax_over_pixels():
+    abti = _module()
+    feats, audio = _inputs()
+    frames = feats.flatten(2).transpose(1, 2).reshape(B, T, H * W, C)
+    s, o = abti.gather(audio, frames)
+    assert s.shape == (B, T, T, H * W) and o.shape == (B, T, T, CB)
+    assert torch.allclose(s.sum(-1), torch.ones(B, T, T), atol=1e-6)
+    assert torch.all(s > 0)
+    # Eq. (10) for one (b, p, q) written out directly.
+    b, p, q = 1, 2, 0
+    assert torch.allclose(o[b, p, q], s[b, p, q] @ abti.f_n(frames[b, q]), atol=1e-6)
+
+
+def test_output_shape_equals_input_shape():
+    abti = _module()
+    feats, audio = _inputs()
+    assert abti(feats, audio).shape == feats.shape
+
+
+def test_frame_output_depends_on_other_frames():
+    abti = _module()
+    feats, audio = _inputs()
+    out = abti(feats, audio)
+    perturbed = feats.clone()
+    perturbed[1] += torch.randn(C, H, W)  # clip 0, frame 2 (index 1)
+    out2 = abti(perturbed, audio)
+    assert not torch.allclose(out[0], out2[0], atol=1e-5)  # clip 0, frame 1 changes
+    assert torch.equal(out[T:], out2[T:])  # the other clip is untouched
+
+
+def test_output_depends_on_audio():
+    abti = _module()
+    feats, audio = _inputs()
+    out = abti(feats, audio)
+    audio2 = audio.clone()
+    audio2[0, 2] += torch.randn(CA)
+    out2 = abti(feats, audio2)
+    assert not torch.allclose(out[0], out2[0], atol=1e-5)
+
+
+def test_rejects_bad_input():
+    with pytest.raises(ValueError, match="divisible"):
+        ABTI(feature_dim=C, audio_dim=CA, hidden_dim=6, num_heads=4)
+    abti = _module()
+    feats, audio = _inputs()
+    with pytest.raises(ValueError, match="B\\*T"):
+        abti(feats[:-1], audio)
+    with pytest.raises(ValueError, match="audio"):
+        abti(feats, audio[..., :-1])
+
+
+def test_remap_sums_outer_products_over_p():
+    """Eq. (11)-(12) written out for one clip and frame: F̂_q = F_q + sum_p S_pq^T f_o(Ô_pq)."""
+    abti = _module()
+    g = torch.Generator().manual_seed(3)
+    frames = torch.randn(B, T, H * W, C, generator=g)
+    s = torch.rand(B, T, T, H * W, generator=g)
+    o_hat = torch.randn(B, T, T, CB, generator=g)
+    out = abti.remap(frames, s, o_hat)
+    b, q = 1, 2
+    expected = frames[b, q].clone()
+    for p in range(T):
+        expected += s[b, p, q][:, None] @ abti.f_o(o_hat[b, p, q])[None, :]  # [HW, 1] x [1, C]
+    assert torch.allclose(out[b, q], expected, atol=1e-5)
