@@ -74,6 +74,10 @@ def add_aqformer_config(cfg: CN) -> None:
     cfg.MODEL.AQ_TRANSFORMER_DECODER.QUERY_TYPE = "audio"
     # "all": each query attends to all T frames (the paper); "own": only its own frame (Table 2a "Audio Query†").
     cfg.MODEL.AQ_TRANSFORMER_DECODER.CROSS_ATTN_SCOPE = "all"
+    # Eq. (6) multiplies M̂^4 by "plain": the query A^l (as printed), or "norm_mlp": MLP(LN(A^l)) (Mask2Former's
+    # practice, which the paper says it follows; the printed form starts with saturated sigmoids, see
+    # docs/paper_choices.md).
+    cfg.MODEL.AQ_TRANSFORMER_DECODER.MASK_EMBED = "norm_mlp"
 
     # ---------------------------------------------------------------- audio encoder, §3.1
     cfg.MODEL.AUDIO_ENCODER = CN()
@@ -133,6 +137,8 @@ def add_aqformer_config(cfg: CN) -> None:
     cfg.INPUT.RANDOM_FLIP = "horizontal"
     # Root of AVSBench-layout datasets; "" = $DETECTRON2_DATASETS (default "datasets").
     cfg.DATASETS.AVS_ROOT = ""
+    # Root of the generated SynthAVS benchmark (datasets/prepare_synthavs.py); "" = $DETECTRON2_DATASETS/SynthAVS.
+    cfg.DATASETS.SYNTHAVS_ROOT = ""
 
     # ---------------------------------------------------------------- solver
     cfg.SOLVER.OPTIMIZER = "ADAMW"

@@ -13,7 +13,7 @@ from detectron2.utils.logger import setup_logger
 
 from ..checkpoint import AQCheckpointer
 from ..data.dataset_mappers.build import build_aq_dataset_mapper
-from ..evaluation import AVSEvaluator
+from ..evaluation import build_avs_evaluator
 from .optimizer import build_optimizer, build_poly_lr_scheduler
 
 __all__ = ["AQFormerTrainer", "create_ddp_model_any_device"]
@@ -81,8 +81,7 @@ class AQFormerTrainer(DefaultTrainer):
                 f"AQFormerTrainer: dataset '{dataset_name}' has evaluator_type {evaluator_type!r}; only AVS-layout "
                 "datasets (evaluator_type 'avs') can be evaluated"
             )
-        return AVSEvaluator(dataset_name, output_dir=output_folder or cfg.OUTPUT_DIR,
-                            save_png=cfg.TEST.AVS_SAVE_PNG, distributed=True)
+        return build_avs_evaluator(cfg, dataset_name, output_folder)
 
     @classmethod
     def build_optimizer(cls, cfg, model):

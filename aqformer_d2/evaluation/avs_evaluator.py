@@ -158,7 +158,7 @@ class AVSEvaluator(DatasetEvaluator):
             tp, pos = threshold_counts(s, g)  # [255] each
             tp_all += tp.numpy()
             pos_all += pos.numpy()
-            if True:
+            if num_gt > 0:
                 f_sum += fscore_curve_from_counts(tp, pos, num_gt).numpy()
                 n_f += 1
         return {

@@ -19,8 +19,10 @@ from .register_avsbench import (
     register_avsbench_ms3,
     register_avsbench_s4,
 )
+from .register_synthavs import get_synthavs_root, register_all_synthavs, register_all_synthavs_from_cfg
 
 register_all_avsbench()
+register_all_synthavs()
 
 __all__ = [
     "AVS_NUM_FRAMES",
@@ -36,4 +38,7 @@ __all__ = [
     "register_avs_layout",
     "register_avsbench_ms3",
     "register_avsbench_s4",
+    "get_synthavs_root",
+    "register_all_synthavs",
+    "register_all_synthavs_from_cfg",
 ]

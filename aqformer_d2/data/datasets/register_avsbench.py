@@ -81,7 +81,7 @@ def get_avs_root(cfg=None) -> str:
     ``cfg.DATASETS.AVS_ROOT`` when set (non-empty), else ``$DETECTRON2_DATASETS``, else ``"datasets"``.
     """
     if cfg is not None:
-        root = cfg.DATASETS.get("AVS_ROOT", "")
+        root = cfg.DATASETS.AVS_ROOT
         if root:
             return root
     return os.getenv("DETECTRON2_DATASETS", "datasets")

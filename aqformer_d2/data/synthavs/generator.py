@@ -19,6 +19,7 @@ import math
 import os
 import pickle
 import shutil
+import struct
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -387,6 +388,33 @@ def _logmel_tensor(waveform_int16: np.ndarray, logmel_fn) -> torch.Tensor:
     return examples
 
 
+class _DeterministicTensorPickler(pickle.Pickler):
+    """``pickle.Pickler`` whose output for a CPU tensor does not depend on memory addresses.
+
+    ``pickle.dump(tensor)`` embeds the storage as ``torch.storage._load_from_bytes(legacy torch.save
+    bytes)``, and those bytes name the storage by its address (``str(storage._cdata)``), so two dumps
+    of equal tensors differ. This pickler emits the same structure (same globals, loads with plain
+    ``pickle.load`` and with :func:`aqformer_d2.utils.safe_pickle.load_pickle_restricted`) with the
+    storage key replaced by ``"0"``.
+    """
+
+    def reducer_override(self, obj):
+        if not isinstance(obj, torch.storage.TypedStorage):
+            return NotImplemented
+        fn, args = obj.__reduce__()
+        (data,) = args
+        key = str(obj._untyped_storage._cdata).encode("ascii")
+        token = b"X" + struct.pack("<I", len(key)) + key  # protocol-2 BINUNICODE of the key
+        if data.count(token) != 2:
+            raise RuntimeError("unexpected legacy torch.save layout: cannot make the log-mel pickle deterministic")
+        return fn, (data.replace(token, b"X" + struct.pack("<I", 1) + b"0"),)
+
+
+def _dump_tensor(tensor: torch.Tensor, fh) -> None:
+    """Equivalent of ``pickle.dump(tensor, fh)`` (protocol 4) with byte-reproducible output."""
+    _DeterministicTensorPickler(fh, protocol=4).dump(tensor)
+
+
 def _save_png(array: np.ndarray, path: str, mode: str) -> None:
     if mode == "P":
         img = Image.fromarray(array.astype(np.uint8), mode="P")
@@ -435,7 +463,7 @@ def _write_clip(root: str, clip: SynthClip, record: Dict[str, Any], logmel_fn) -
             _save_png(clip.gt_masks[f].astype(np.uint8), paths["masks"][f], "P")
     sf.write(paths["wav"], clip.waveform, SAMPLE_RATE, subtype="PCM_16", format="WAV")
     with open(paths["logmel"], "wb") as fh:
-        pickle.dump(_logmel_tensor(clip.waveform, logmel_fn), fh)
+        _dump_tensor(_logmel_tensor(clip.waveform, logmel_fn), fh)
 
 
 def _write_csv(path: str, header: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:

@@ -12,7 +12,7 @@ from torch import nn
 
 from ..layers import PositionEmbeddingSine
 from .build import AQ_TRANSFORMER_DECODER_REGISTRY
-from .layers import CROSS_ATTN_SCOPES, AQDecoderLayer, predict_masks
+from .layers import CROSS_ATTN_SCOPES, AQDecoderLayer, MaskEmbed, predict_masks
 
 __all__ = ["AudioQueriedTransformerDecoder", "QUERY_TYPES", "NUM_DECODER_SCALES"]
 
@@ -43,6 +43,7 @@ class AudioQueriedTransformerDecoder(nn.Module):
         dropout: float = 0.0,
         query_type: str = "audio",
         cross_attn_scope: str = "all",
+        mask_embed: str = "plain",
     ):
         """
         Args:
@@ -58,6 +59,8 @@ class AudioQueriedTransformerDecoder(nn.Module):
                 the audio is not used, Table 2a).
             cross_attn_scope: "all" (each query attends to all T frames, the paper) or "own" (only its
                 own frame, Table 2a "Audio Query†").
+            mask_embed: "plain" (eq. 6 as printed: M̂^4 times A^l) or "norm_mlp" (M̂^4 times MLP(LN(A^l)),
+                Mask2Former's practice); see :class:`MaskEmbed`.
         """
         super().__init__()
         if query_type not in QUERY_TYPES:
@@ -107,6 +110,7 @@ class AudioQueriedTransformerDecoder(nn.Module):
             AQDecoderLayer(hidden_dim, nheads, dim_feedforward, dropout=dropout, scope=cross_attn_scope)
             for _ in range(self.num_layers)
         )
+        self.mask_embed = MaskEmbed(hidden_dim, mask_embed)
 
     @classmethod
     def from_config(cls, cfg):
@@ -121,6 +125,7 @@ class AudioQueriedTransformerDecoder(nn.Module):
             "dropout": dec.DROPOUT,
             "query_type": dec.QUERY_TYPE,
             "cross_attn_scope": dec.CROSS_ATTN_SCOPE,
+            "mask_embed": dec.MASK_EMBED,
         }
 
     # ------------------------------------------------------------------ input checks
@@ -221,7 +226,7 @@ class AudioQueriedTransformerDecoder(nn.Module):
             values, key_pos = memories[level]
             queries = layer(queries, values, key_pos)  # A^{l-1} -> A^l, [B, T, C_f]
             all_queries.append(queries)
-            all_masks.append(predict_masks(mask_features, queries))  # eq. (6), [B, T, H4, W4]
+            all_masks.append(predict_masks(mask_features, self.mask_embed(queries)))  # eq. (6), [B, T, H4, W4]
             layer_features.append(multi_scale_features[level])
         return {
             "pred_masks": all_masks[-1],

@@ -154,10 +154,40 @@ class AQDecoderLayer(nn.Module):
         return self.ffn(x)  # eq. (5)
 
 
+MASK_EMBED_TYPES = ("plain", "norm_mlp")
+
+
+class MaskEmbed(nn.Module):
+    """What multiplies M̂^4 in eq. (6): the query A^l itself ("plain", eq. 6 as printed) or
+    ``MLP(LN(A^l))`` ("norm_mlp": LayerNorm then a 3-layer MLP, the Mask2Former practice the paper says
+    it follows). See docs/paper_choices.md ("Eq. 6: mask embedding") for why both exist.
+
+    Args:
+        dim: C_f.
+        mode: "plain" or "norm_mlp".
+    """
+
+    def __init__(self, dim: int, mode: str = "norm_mlp"):
+        super().__init__()
+        if mode not in MASK_EMBED_TYPES:
+            raise ValueError(f"MaskEmbed: MASK_EMBED must be one of {MASK_EMBED_TYPES}, got {mode!r}")
+        self.mode = mode
+        if mode == "norm_mlp":
+            self.norm = nn.LayerNorm(dim)
+            self.mlp = nn.Sequential(nn.Linear(dim, dim), nn.ReLU(inplace=True), nn.Linear(dim, dim),
+                                     nn.ReLU(inplace=True), nn.Linear(dim, dim))
+
+    def forward(self, queries: torch.Tensor) -> torch.Tensor:
+        """queries: A^l, [B, T, C] -> mask embedding [B, T, C]."""
+        if self.mode == "plain":
+            return queries
+        return self.mlp(self.norm(queries))
+
+
 def predict_masks(mask_features: torch.Tensor, queries: torch.Tensor) -> torch.Tensor:
     """Eq. (6) before the sigmoid: ``logits_t = M̂^4_t ⊗ (A_t)^T``, a plain per-frame dot product over C_f.
 
-    No LayerNorm / MLP is applied to the query (the paper's eq. 6 has none; see docs/paper_choices.md).
+    ``queries`` is the query A^l or its :class:`MaskEmbed` (MODEL.AQ_TRANSFORMER_DECODER.MASK_EMBED).
 
     Args:
         mask_features: M̂^4, [B*T, C, H4, W4].

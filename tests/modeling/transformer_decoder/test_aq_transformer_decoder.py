@@ -54,7 +54,7 @@ def test_registered_and_built_from_config():
 @torch.no_grad()
 @pytest.mark.parametrize("stages", [1, 2, 3])
 def test_stages_give_3n_layers_round_robin_and_shapes(stages):
-    dec = _decoder(DEC_STAGES=stages)
+    dec = _decoder(DEC_STAGES=stages, MASK_EMBED="plain")
     ms, mask_features, audio = _inputs()
     out = dec(ms, mask_features, audio)
     num_layers = 3 * stages
@@ -72,6 +72,19 @@ def test_stages_give_3n_layers_round_robin_and_shapes(stages):
     torch.testing.assert_close(out["pred_masks"], expected)
     first = torch.einsum("btchw,btc->bthw", mask_features.reshape(B, T, C, H4, W4), out["queries"][0])
     torch.testing.assert_close(out["aux_outputs"][0]["pred_masks"], first)
+
+
+@torch.no_grad()
+def test_norm_mlp_mask_embed_multiplies_mask_features_by_mlp_of_normalised_query():
+    dec = _decoder(MASK_EMBED="norm_mlp")
+    ms, mask_features, audio = _inputs()
+    out = dec(ms, mask_features, audio)
+    embed = dec.mask_embed.mlp(torch.nn.functional.layer_norm(out["queries"][-1], (C,),
+                                                              dec.mask_embed.norm.weight, dec.mask_embed.norm.bias))
+    expected = torch.einsum("btchw,btc->bthw", mask_features.reshape(B, T, C, H4, W4), embed)
+    torch.testing.assert_close(out["pred_masks"], expected)
+    plain = torch.einsum("btchw,btc->bthw", mask_features.reshape(B, T, C, H4, W4), out["queries"][-1])
+    assert not torch.allclose(out["pred_masks"], plain)
 
 
 @torch.no_grad()
