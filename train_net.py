@@ -9,6 +9,8 @@
 Trailing KEY VALUE pairs override the config. Components (backbones, audio encoder, pixel decoder,
 transformer decoder, dataset mapper) are chosen by their registered names in the config.
 """
+import torch
+
 import aqformer_d2  # noqa: F401  (registers every component; must precede detectron2.engine)
 from aqformer_d2 import add_aqformer_config
 from aqformer_d2.checkpoint import AQCheckpointer
@@ -25,6 +27,11 @@ def setup(args):
     add_aqformer_config(cfg)
     cfg.merge_from_file(args.config_file)
     cfg.merge_from_list(args.opts)
+    if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
+        raise SystemExit(
+            f"train_net.py: MODEL.DEVICE is '{cfg.MODEL.DEVICE}' but torch finds no CUDA device; "
+            "add 'MODEL.DEVICE cpu' to the command line to run on the CPU."
+        )
     cfg.freeze()
     default_setup(cfg, args)
     register_avs_datasets_from_cfg(cfg)

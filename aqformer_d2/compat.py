@@ -41,7 +41,23 @@ def _compiled_extension_exists() -> bool:
 
 
 class _MissingOpsModule(types.ModuleType):
-    """Stands in for ``detectron2._C``; any op looked up on it raises when called."""
+    """Stands in for ``detectron2._C``; any op looked up on it raises when called.
+
+    The three build-information functions that ``detectron2.utils.collect_env`` (run by
+    ``default_setup``) queries are answered truthfully instead: no compiler, no CUDA.
+    """
+
+    @staticmethod
+    def get_compiler_version() -> str:
+        return "none: detectron2._C not compiled (aqformer_d2.compat placeholder)"
+
+    @staticmethod
+    def get_cuda_version() -> str:
+        return "none: detectron2._C not compiled (aqformer_d2.compat placeholder)"
+
+    @staticmethod
+    def has_cuda() -> bool:
+        return False
 
     def __getattr__(self, name: str):
         if name.startswith("__"):

@@ -89,12 +89,15 @@ def load_checkpoint_file(path: PathLike, *, trust_pickle: bool = False) -> Any:
             if isinstance(e, UnsafePickleError):
                 raise
             raise CheckpointFormatError(
-                f"{path_str}: torch.load(weights_only=True) refused this file; it stores more than "
-                f"tensors and plain containers ({e}). Re-save its state dict, or pass trust_pickle=True "
-                "if you created the file yourself."
+                f"{path_str}: torch.load(weights_only=True) could not read this file: it is corrupt, not a "
+                "torch checkpoint, or stores objects besides tensors and plain containers. Re-save its "
+                f"state dict, or pass trust_pickle=True if you created the file yourself. torch says: {e}"
             ) from e
-        except RuntimeError as e:
-            raise CheckpointFormatError(f"{path_str}: not a readable torch checkpoint ({e})") from e
+        except (RuntimeError, EOFError, IndexError, KeyError, ValueError, TypeError, AttributeError) as e:
+            # what torch's unpicklers raise on corrupt or foreign bytes
+            raise CheckpointFormatError(
+                f"{path_str}: corrupt or not a torch checkpoint ({type(e).__name__}: {e})"
+            ) from e
     raise CheckpointFormatError(
         f"{path_str}: unknown checkpoint suffix; expected one of "
         f"{', '.join(TORCH_SUFFIXES + (SAFETENSORS_SUFFIX, PICKLE_SUFFIX))}"

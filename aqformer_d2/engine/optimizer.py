@@ -5,7 +5,8 @@ import torch
 from fvcore.common.param_scheduler import PolynomialDecayParamScheduler
 from torch import nn
 
-from detectron2.solver import LRMultiplier, WarmupParamScheduler, maybe_add_gradient_clipping
+from detectron2.solver import LRMultiplier, WarmupParamScheduler
+from detectron2.solver.build import maybe_add_gradient_clipping
 
 __all__ = ["build_param_groups", "build_optimizer", "build_poly_lr_scheduler"]
 

@@ -162,3 +162,10 @@ def test_save_and_resume_round_trip(tmp_path, model):
 def test_missing_file_is_named(model, tmp_path):
     with pytest.raises(FileNotFoundError, match="absent.pth"):
         AQCheckpointer(model).load(str(tmp_path / "absent.pth"))
+
+
+def test_corrupt_pth_is_named(tmp_path, model):
+    path = tmp_path / "garbage.pth"
+    path.write_bytes(b"this is not a checkpoint")
+    with pytest.raises(CheckpointFormatError, match="garbage.pth.*corrupt"):
+        AQCheckpointer(model).load(str(path))

@@ -84,7 +84,8 @@ _MS3_ACTIVE_COUNT_P = (0.05, 0.5, 0.4, 0.05)
 _S4_DIR = "Single-source"
 _MS3_DIR = "Multi-sources"
 
-assert len(CATEGORY_SOUNDS) == len(CATEGORY_VISUALS)
+if len(CATEGORY_SOUNDS) != len(CATEGORY_VISUALS):
+    raise ImportError("SynthAVS: every category needs both a shape (shapes.py) and a sound (sounds.py)")
 
 
 def category_names(num_categories: int = MAX_CATEGORIES) -> List[str]:
@@ -583,6 +584,7 @@ def generate_synthavs(
     _check_clip_args(seed, variants[0], "train", 0, image_size, num_categories, snr_db)
     sizes = _resolve_sizes(variants, n_train, n_val, n_test)
     root = os.fspath(root)
+    logmel_fn = _load_logmel_fn()  # fail before touching anything on disk
     params = {
         "format_version": FORMAT_VERSION,
         "variant": variant,
@@ -598,8 +600,6 @@ def generate_synthavs(
         logger.info("SynthAVS at %s is complete with the same parameters: nothing to do", root)
         existing["skipped"] = True
         return existing
-
-    logmel_fn = _load_logmel_fn()
     manifest: Dict[str, Any] = {
         "generator": "SynthAVS",
         "params": params,

@@ -141,8 +141,9 @@ class AQTimmBackbone(Backbone):
             )
         if len(set(out_features)) != len(out_features):
             raise ValueError(f"AQTimmBackbone: OUT_FEATURES {out_features} contains duplicates")
-        if len(set(out_indices)) != len(out_indices):
-            raise ValueError(f"AQTimmBackbone: OUT_INDICES {out_indices} contains duplicates")
+        if out_indices != sorted(set(out_indices)):
+            # timm returns the levels in network order; names are matched to them one by one
+            raise ValueError(f"AQTimmBackbone: OUT_INDICES {out_indices} must be strictly increasing")
         self.model_name = model_name
         # The classification model is built on the meta device: it validates out_indices and gives the
         # key mapping used by weight loading and freezing, without allocating memory.
@@ -236,7 +237,8 @@ class AQTimmBackbone(Backbone):
             outputs = list(outputs.values())
         if len(outputs) != len(self._out_features):
             raise RuntimeError(
-                f"timm model {self.model_name!r} returned {len(outputs)} feature maps, expected {len(self._out_features)}"
+                f"timm model {self.model_name!r} returned {len(outputs)} feature maps, "
+                f"expected {len(self._out_features)}"
             )
         features: Dict[str, torch.Tensor] = {}
         for name, feat in zip(self._out_features, outputs):

@@ -11,7 +11,12 @@ from detectron2.modeling import build_backbone
 from torch import nn
 
 import aqformer_d2
-from aqformer_d2.checkpoint import AQCheckpointer
+from aqformer_d2.checkpoint import (
+    AQCheckpointer,
+    StateDictLoadError,
+    convert_torchvision_resnet_state_dict,
+    load_state_dict_with_report,
+)
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
@@ -99,3 +104,15 @@ def test_torchvision_r50_through_converter(tmp_path, r50_model, tv_r50_file, che
         param.data.zero_()
     checkpointer_cls(r50_model).load(converted)
     _assert_matches_torchvision(r50_model, tv)
+
+
+def test_missing_r50_key_raises_in_strict_loading(r50_model, tv_r50_file):
+    tv, tv_file = tv_r50_file
+    state = dict(tv.state_dict())
+    del state["layer3.4.bn2.running_mean"]
+    converted, dropped = convert_torchvision_resnet_state_dict(state, source=tv_file)
+    assert "fc.weight" in dropped
+    with pytest.raises(StateDictLoadError) as info:
+        load_state_dict_with_report(r50_model.backbone, converted, source=tv_file, strict=True)
+    assert info.value.report.missing == ("res4.4.conv2.norm.running_mean",)
+    assert tv_file in str(info.value) and "res4.4.conv2.norm.running_mean" in str(info.value)

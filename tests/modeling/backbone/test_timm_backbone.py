@@ -179,6 +179,7 @@ def test_freeze_at_pvt_keeps_loaded_weights(tmp_path):
         ({"NAME": "no_such_net"}, "no model named 'no_such_net'"),
         ({"NAME": "resnet18", "OUT_INDICES": [2, 3, 4, 5]}, "feature levels"),
         ({"NAME": "pvt_v2_b0", "OUT_FEATURES": ["res2", "res3"]}, "equal length"),
+        ({"NAME": "pvt_v2_b0", "OUT_INDICES": [0, 2, 1, 3]}, "strictly increasing"),
     ],
 )
 def test_bad_config_is_a_clear_error(overrides, message):
