@@ -42,7 +42,8 @@ def main(args):
     cfg = setup(args)
     if args.eval_only:
         model = AQFormerTrainer.build_model(cfg)
-        AQCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
+        AQCheckpointer(model, save_dir=cfg.OUTPUT_DIR, trust_pickle=cfg.MODEL.WEIGHTS_TRUST_PICKLE).resume_or_load(
+            cfg.MODEL.WEIGHTS, resume=args.resume)
         results = AQFormerTrainer.test(cfg, model)
         if comm.is_main_process():
             from detectron2.evaluation import verify_results

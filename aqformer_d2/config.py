@@ -35,6 +35,10 @@ def add_aqformer_config(cfg: CN) -> None:
     # unused (e.g. vanilla queries never use the audio-query projection).
     cfg.MODEL.AQFORMER.FIND_UNUSED_PARAMETERS = False
 
+    # MODEL.WEIGHTS ending in .pkl is read with a restricted unpickler (tensors/arrays only). Set True only for
+    # a legacy pickle you trust: it is then read with plain pickle, which can execute code.
+    cfg.MODEL.WEIGHTS_TRUST_PICKLE = False
+
     # ---------------------------------------------------------------- pixel decoder, §3.2 and §3.4
     cfg.MODEL.AQ_PIXEL_DECODER = CN()
     # Backbone features, largest stride first is NOT required; they are sorted by stride internally.
@@ -103,6 +107,8 @@ def add_aqformer_config(cfg: CN) -> None:
     # "logmel": read precomputed [T, 1, 96, 64] examples (.pkl, AVSBench's audio_log_mel);
     # "wav": read the WAV and compute the same examples with aqformer_d2.audio.logmel.
     cfg.INPUT.AUDIO.SOURCE = "logmel"
+    # Control experiment: replace every clip's audio examples by zeros (audio-blind training/evaluation).
+    cfg.INPUT.AUDIO.ZERO_INPUT = False
 
     # ---------------------------------------------------------------- timm backbone adapter
     cfg.MODEL.TIMM_BACKBONE = CN()

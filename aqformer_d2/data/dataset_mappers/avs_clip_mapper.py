@@ -102,6 +102,7 @@ class AVSClipMapper:
         image_format: str,
         num_frames: int,
         audio_source: str,
+        zero_audio: bool = False,
     ):
         """
         Args:
@@ -111,6 +112,8 @@ class AVSClipMapper:
             image_format: PIL mode or "BGR" for the frames (cfg.INPUT.FORMAT, "RGB" for AQFormer).
             num_frames: T, the frames per clip (cfg.MODEL.AQFORMER.NUM_FRAMES).
             audio_source: "logmel" (precomputed .pkl) or "wav" (cfg.INPUT.AUDIO.SOURCE).
+            zero_audio: replace the audio examples by zeros (audio-blind control experiment,
+                cfg.INPUT.AUDIO.ZERO_INPUT); the audio files are still read and checked.
         """
         if audio_source not in ("logmel", "wav"):
             raise ValueError(f"audio_source must be 'logmel' or 'wav', got {audio_source!r}.")
@@ -119,6 +122,9 @@ class AVSClipMapper:
         self.image_format = image_format
         self.num_frames = int(num_frames)
         self.audio_source = audio_source
+        self.zero_audio = bool(zero_audio)
+        if self.zero_audio:
+            logger.warning("[AVSClipMapper] INPUT.AUDIO.ZERO_INPUT: every clip's audio is replaced by zeros")
         mode = "training" if is_train else "inference"
         logger.info("[AVSClipMapper] augmentations used in %s: %s", mode, self.augmentations)
 
@@ -130,6 +136,7 @@ class AVSClipMapper:
             "image_format": cfg.INPUT.FORMAT,
             "num_frames": cfg.MODEL.AQFORMER.NUM_FRAMES,
             "audio_source": cfg.INPUT.AUDIO.SOURCE,
+            "zero_audio": cfg.INPUT.AUDIO.ZERO_INPUT,
         }
 
     def _read_frame(self, path: str, height: int, width: int) -> np.ndarray:
@@ -179,9 +186,12 @@ class AVSClipMapper:
             [torch.as_tensor(np.ascontiguousarray(f.transpose(2, 0, 1))) for f in frames]
         )  # [T, 3, H, W] uint8
 
+        audio = load_audio_examples(d, self.audio_source, self.num_frames)  # [T, 1, 96, 64]
+        if self.zero_audio:
+            audio = torch.zeros_like(audio)
         out = {
             "images": images,
-            "audio": load_audio_examples(d, self.audio_source, self.num_frames),  # [T, 1, 96, 64]
+            "audio": audio,
             "height": height,
             "width": width,
             "video_id": d["video_id"],

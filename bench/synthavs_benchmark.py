@@ -1,0 +1,103 @@
+#!/usr/bin/env python
+"""SynthAVS benchmark: does the tiny AQFormer find the sounding objects, and does it need the audio?
+
+    python bench/synthavs_benchmark.py [--tasks s4 ms3] [--iters 1500] [--controls swap blind vanilla]
+
+For each task (SynthAVS-S4, SynthAVS-MS3), in one run:
+- full:    tiny AQFormer trained --iters iterations, evaluated on the test split (M_J = mIoU, M_F = Fscore);
+- swap:    the SAME trained model evaluated with each test clip's audio replaced by another clip's audio;
+- blind:   the model trained (and evaluated) with the audio input zeroed (INPUT.AUDIO.ZERO_INPUT);
+- vanilla: the vanilla-object-query variant (MODEL.AQ_TRANSFORMER_DECODER.QUERY_TYPE vanilla), trained
+           and evaluated like the full model.
+Prints a markdown table and writes bench/results/synthavs_benchmark.json. Wall times are for 2 threads.
+"""
+import argparse
+import json
+import logging
+import os
+import platform
+import sys
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(REPO, "tools"))
+
+import aqformer_d2  # noqa: E402,F401
+import torch  # noqa: E402
+
+from aqformer_d2.data.datasets import get_synthavs_root, register_audio_swapped  # noqa: E402
+from aqformer_d2.data.synthavs import generate_synthavs  # noqa: E402
+from aqformer_d2.engine import build_cfg, evaluate, train_and_evaluate  # noqa: E402
+from run_demo_job import SYNTHAVS_PARAMS  # noqa: E402
+
+CONTROLS = ("swap", "blind", "vanilla")
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--tasks", nargs="+", choices=("s4", "ms3"), default=["s4", "ms3"])
+    p.add_argument("--iters", type=int, default=None, help="training iterations per run (default: config MAX_ITER)")
+    p.add_argument("--controls", nargs="*", choices=CONTROLS, default=list(CONTROLS))
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--output", default=os.path.join(REPO, "bench", "results"))
+    p.add_argument("opts", nargs=argparse.REMAINDER, help="extra config overrides for every run")
+    return p.parse_args(argv)
+
+
+def run_one(task: str, variant: str, args, root: str) -> dict:
+    out_dir = os.path.join(args.output, "synthavs_runs", f"{task}_{variant}")
+    opts = ["OUTPUT_DIR", out_dir, "DATASETS.SYNTHAVS_ROOT", root] + list(args.opts)
+    if args.iters is not None:
+        opts += ["SOLVER.MAX_ITER", str(args.iters)]
+    if variant == "blind":
+        opts += ["INPUT.AUDIO.ZERO_INPUT", "True"]
+    if variant == "vanilla":
+        opts += ["MODEL.AQ_TRANSFORMER_DECODER.QUERY_TYPE", "vanilla"]
+    cfg = build_cfg(os.path.join(REPO, "configs", "synthavs", f"aqformer_tiny_{task}.yaml"), opts)
+    torch.manual_seed(0)
+    model, results, seconds = train_and_evaluate(cfg)
+    row = {"task": task, "variant": variant, "iterations": cfg.SOLVER.MAX_ITER,
+           "clips_per_iteration": cfg.SOLVER.IMS_PER_BATCH, "train_minutes": round(seconds / 60, 2),
+           "mIoU": results["avs"]["mIoU"], "Fscore": results["avs"]["Fscore"]}
+    rows = [row]
+    if variant == "full" and "swap" in args.controls:
+        swapped = register_audio_swapped(cfg.DATASETS.TEST[0], seed=0)
+        res = evaluate(cfg, model, [swapped])
+        rows.append({"task": task, "variant": "swap (full model, other clip's audio)", "iterations": row["iterations"],
+                     "clips_per_iteration": row["clips_per_iteration"], "train_minutes": 0.0,
+                     "mIoU": res["avs"]["mIoU"], "Fscore": res["avs"]["Fscore"]})
+    return rows
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO)
+    torch.set_num_threads(args.threads)
+    os.makedirs(args.output, exist_ok=True)
+    root = get_synthavs_root()
+    generate_synthavs(root, progress=True, **SYNTHAVS_PARAMS)
+    rows = []
+    start = time.perf_counter()
+    for task in args.tasks:
+        for variant in ["full"] + [c for c in args.controls if c != "swap"]:
+            rows.extend(run_one(task, variant, args, root))
+    total = time.perf_counter() - start
+    report = {
+        "command": "python bench/synthavs_benchmark.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch threads {args.threads}",
+        "synthavs": SYNTHAVS_PARAMS,
+        "total_minutes": round(total / 60, 1),
+        "rows": rows,
+    }
+    with open(os.path.join(args.output, "synthavs_benchmark.json"), "w") as f:
+        json.dump(report, f, indent=2)
+    print(f"\n{report['command']}\n{report['machine']}; total {report['total_minutes']} min\n")
+    print("| task | variant | iterations x clips | train min | M_J (mIoU) | M_F (Fscore) |")
+    print("|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['task']} | {r['variant']} | {r['iterations']} x {r['clips_per_iteration']} | {r['train_minutes']} "
+              f"| {r['mIoU']:.3f} | {r['Fscore']:.3f} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,338 @@
+#!/usr/bin/env python
+"""AQFormer demo: segment the sounding objects of a video (or of a folder of frames plus an audio file).
+
+Examples::
+
+    python demo/demo.py --config-file configs/avsbench/... --input video.mp4 --output out/ \\
+        --opts MODEL.WEIGHTS model_final.pth
+    python demo/demo.py --config-file ... --input frames_dir/ --audio sound.wav --output out/ --opts MODEL.WEIGHTS ...
+
+Frames: one frame per second, as AVSBench. By default the LAST frame of each second (the frame
+AVSBench annotates for each one-second clip) is used; ``--frame-position first|middle`` changes that.
+With a folder of frames, every image (natural file-name order) is one second.
+Audio: decoded with PyAV from any container, averaged to mono and resampled to 16 kHz; each second
+gives one 0.96 s VGGish log-mel example. A clip is T = MODEL.AQFORMER.NUM_FRAMES seconds; a last
+clip with fewer seconds is padded by repeating its last frame and last audio example (AVSBench pads
+audio the same way) and the padded frames' masks are dropped.
+
+Outputs in --output:
+    overlay.mp4   the masks blended over the ORIGINAL frames at the original frame rate (the mask of
+                  second s on every frame of that second), H.264, with the original audio as AAC
+    masks/        one PNG per sampled frame at the video size (0 / 255), clipCCCC_secSSSSS.png
+    summary.json  input, config, weights, device, fps, duration, clips (seconds, padding, foreground
+                  fraction per frame, mask files)
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import sys
+import time
+from fractions import Fraction
+from typing import Iterator, List, Optional
+
+import numpy as np
+import torch
+import tqdm
+from PIL import Image
+
+import aqformer_d2  # noqa: F401  (registers the components; must precede detectron2.layers users)
+from aqformer_d2 import add_aqformer_config
+from aqformer_d2.audio.video import (
+    FRAME_POSITIONS,
+    iter_video_frames,
+    load_audio_mono,
+    probe_video,
+    sample_frames_per_second,
+    write_video,
+)
+from detectron2.config import get_cfg
+from detectron2.utils.logger import setup_logger
+
+from predictor import VideoPredictor, list_frame_folder, read_rgb
+
+LOGGER_NAME = "aqformer_demo"
+MODEL_SAMPLE_RATE = 16000
+OVERLAY_COLOR = np.array([255, 40, 40], np.uint8)  # RGB of the sounding-object tint (blended 50 %)
+_TIME_EPS = 1e-6
+
+
+def get_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config-file", required=True, metavar="FILE", help="path to the config file")
+    parser.add_argument(
+        "--input",
+        required=True,
+        help="a video file (any container PyAV reads), or a folder of frames (one per second; needs --audio)",
+    )
+    parser.add_argument(
+        "--audio",
+        default=None,
+        help="audio file (WAV or any container with sound); required with a frames folder, "
+        "replaces the video's own sound track otherwise",
+    )
+    parser.add_argument("--output", required=True, help="output folder (created if needed)")
+    parser.add_argument(
+        "--device",
+        default="cuda" if torch.cuda.is_available() else "cpu",
+        help="cpu or cuda[:N] (default: cuda when available)",
+    )
+    parser.add_argument(
+        "--frame-position",
+        choices=FRAME_POSITIONS,
+        default="last",
+        help="which frame of each second is segmented (default: last, as AVSBench)",
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no tqdm progress bar")
+    parser.add_argument(
+        "--opts",
+        default=[],
+        nargs=argparse.REMAINDER,
+        help="modify config options using the command-line 'KEY VALUE' pairs",
+    )
+    return parser
+
+
+def setup_cfg(args):
+    cfg = get_cfg()
+    add_aqformer_config(cfg)
+    if not os.path.isfile(args.config_file):
+        raise FileNotFoundError(f"{args.config_file}: config file not found")
+    cfg.merge_from_file(args.config_file)
+    if len(args.opts) % 2:
+        raise ValueError(f"--opts needs KEY VALUE pairs, got an odd number of items: {args.opts}")
+    cfg.merge_from_list(args.opts)
+    cfg.MODEL.DEVICE = args.device
+    cfg.freeze()
+    return cfg
+
+
+def _check_device(device: str) -> None:
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {device}: CUDA is not available on this machine (use --device cpu)")
+    if dev.type not in ("cpu", "cuda"):
+        raise ValueError(f"--device {device}: expected cpu or cuda[:N]")
+
+
+def _blend(rgb: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Tint the mask pixels of an RGB uint8 ``[H, W, 3]`` frame: 50 % frame + 50 % OVERLAY_COLOR."""
+    tinted = (rgb >> 1) + (OVERLAY_COLOR >> 1)  # uint8, at most 127 + 127
+    out = rgb.copy()
+    np.copyto(out, tinted, where=mask[:, :, None])
+    return out
+
+
+class _MaskBySecond:
+    """Mask of second s, read back from its PNG (one cached at a time: frames arrive in time order)."""
+
+    def __init__(self, mask_paths: List[str]):
+        self.paths = mask_paths
+        self._sec = None
+        self._mask = None
+
+    def __call__(self, sec: int) -> np.ndarray:
+        sec = min(max(sec, 0), len(self.paths) - 1)
+        if sec != self._sec:
+            with Image.open(self.paths[sec]) as im:
+                self._mask = np.asarray(im) > 0
+            self._sec = sec
+        return self._mask
+
+
+def _load_inputs(args, predictor: VideoPredictor, logger: logging.Logger) -> dict:
+    """Decode frames (one per second, resized for the model) and the 16 kHz mono audio."""
+    if os.path.isdir(args.input):
+        if args.audio is None:
+            raise ValueError(f"{args.input}: a frames folder needs an audio file (--audio)")
+        files = list_frame_folder(args.input)
+        frames, height, width = [], None, None
+        for path in files:
+            rgb = read_rgb(path)
+            if height is None:
+                height, width = rgb.shape[:2]
+            elif rgb.shape[:2] != (height, width):
+                raise ValueError(
+                    f"{path}: frame size {rgb.shape[1]}x{rgb.shape[0]} differs from the first frame's "
+                    f"{width}x{height} ({files[0]})"
+                )
+            frames.append(predictor.preprocess_frame(rgb))
+        waveform = load_audio_mono(args.audio, MODEL_SAMPLE_RATE)
+        return {
+            "input_type": "frames",
+            "frame_files": files,
+            "frames": frames,
+            "times": [float(s) for s in range(len(files))],
+            "height": height,
+            "width": width,
+            "fps": Fraction(1),
+            "duration": float(len(files)),
+            "num_video_frames": len(files),
+            "waveform": waveform,
+            "audio_path": args.audio,
+            "audio_origin": None,
+            "frame_sampling": "every image of the folder is one second (natural file-name order)",
+        }
+    if not os.path.isfile(args.input):
+        raise FileNotFoundError(f"{args.input}: input video / frames folder not found")
+    info = probe_video(args.input)
+    if args.audio is None and not info.has_audio:
+        raise ValueError(
+            f"{args.input}: the video has no audio stream; AQFormer needs sound (pass --audio FILE)"
+        )
+    sampled = sample_frames_per_second(args.input, args.frame_position, transform=predictor.preprocess_frame)
+    if sampled.repeated_seconds:
+        logger.warning("seconds %s hold no frame of their own; they repeat the frame on screen", sampled.repeated_seconds)
+    if args.audio is None:
+        audio_path, origin = args.input, info.start_time
+    else:
+        audio_path, origin = args.audio, None
+    waveform = load_audio_mono(audio_path, MODEL_SAMPLE_RATE, origin=origin)
+    duration = info.duration if info.duration > 0 else sampled.last_time + 1.0 / float(info.fps)
+    return {
+        "input_type": "video",
+        "frame_files": None,
+        "frames": sampled.frames,
+        "times": [round(t, 6) for t in sampled.times],
+        "height": sampled.height,
+        "width": sampled.width,
+        "fps": info.fps,
+        "duration": duration,
+        "num_video_frames": sampled.num_decoded,
+        "waveform": waveform,
+        "audio_path": audio_path,
+        "audio_origin": origin,
+        "frame_sampling": f"one frame per second: the {args.frame_position} frame whose time falls in [s, s + 1)",
+    }
+
+
+def _overlay_frames(args, data: dict, masks: _MaskBySecond) -> Iterator[np.ndarray]:
+    if data["input_type"] == "frames":
+        for sec, path in enumerate(data["frame_files"]):
+            yield _blend(read_rgb(path), masks(sec))
+    else:
+        for t, rgb in iter_video_frames(args.input):
+            yield _blend(rgb, masks(int(math.floor(t + _TIME_EPS))))
+
+
+def main(argv: Optional[List[str]] = None) -> dict:
+    """Run the demo; returns the summary written to ``summary.json``."""
+    args = get_parser().parse_args(argv)
+    logger = setup_logger(name=LOGGER_NAME)
+    setup_logger(name="aqformer_d2")
+    _check_device(args.device)
+    cfg = setup_cfg(args)
+    start_time = time.perf_counter()
+
+    predictor = VideoPredictor(cfg)
+    data = _load_inputs(args, predictor, logger)
+    num_seconds = len(data["frames"])
+    plans = predictor.plan_clips(num_seconds)
+    audio_seconds = data["waveform"].shape[0] / MODEL_SAMPLE_RATE
+    logger.info(
+        "%s: %dx%d, %.3f fps, %.2f s, %d sampled frames -> %d clip(s) of %d s; audio %.2f s from %s",
+        args.input, data["width"], data["height"], float(data["fps"]), data["duration"], num_seconds,
+        len(plans), predictor.num_frames, audio_seconds, data["audio_path"],
+    )
+    if audio_seconds + 1.0 < num_seconds:
+        logger.warning("the audio (%.2f s) ends before the video (%d s); missing seconds repeat the last example",
+                       audio_seconds, num_seconds)
+    if plans[-1].padded:
+        logger.info(
+            "the last clip covers %d second(s): padded to %d by repeating its last frame and its last audio "
+            "example (as AVSBench pads audio); the padded frames get no mask",
+            len(plans[-1].seconds), predictor.num_frames,
+        )
+
+    mask_dir = os.path.join(args.output, "masks")
+    os.makedirs(mask_dir, exist_ok=True)
+    mask_paths: List[str] = [""] * num_seconds
+    clip_records = []
+    for plan in tqdm.tqdm(plans, desc="AQFormer clips", unit="clip", disable=args.no_progress):
+        images = predictor.clip_frames(data["frames"], plan)
+        audio, num_examples = predictor.clip_audio(data["waveform"], MODEL_SAMPLE_RATE, plan)
+        probs = predictor(images, audio, data["height"], data["width"])  # [T, height, width]
+        fg_fraction, names = [], []
+        for i, sec in enumerate(plan.seconds):
+            mask = probs[i] > predictor.threshold  # [height, width]
+            name = f"clip{plan.index:04d}_sec{sec:05d}.png"
+            Image.fromarray(mask.astype(np.uint8) * 255, mode="L").save(os.path.join(mask_dir, name))
+            mask_paths[sec] = os.path.join(mask_dir, name)
+            fg_fraction.append(round(float(mask.mean()), 6))
+            names.append(os.path.join("masks", name))
+        clip_records.append(
+            {
+                "index": plan.index,
+                "seconds": plan.seconds,
+                "time_range": [float(plan.seconds[0]), float(min(plan.seconds[-1] + 1, data["duration"]))],
+                "frame_times": [data["times"][s] for s in plan.seconds],
+                "padded": plan.padded,
+                "num_padded_frames": plan.num_padded,
+                "num_audio_examples": num_examples,
+                "num_padded_audio_examples": predictor.num_frames - num_examples,
+                "foreground_fraction": fg_fraction,
+                "mask_files": names,
+            }
+        )
+
+    overlay_path = os.path.join(args.output, "overlay.mp4")
+    overlay = write_video(
+        overlay_path,
+        _overlay_frames(args, data, _MaskBySecond(mask_paths)),
+        data["width"],
+        data["height"],
+        data["fps"],
+        audio_path=data["audio_path"],
+        audio_origin=data["audio_origin"],
+    )
+    summary = {
+        "input": os.path.abspath(args.input),
+        "input_type": data["input_type"],
+        "audio": os.path.abspath(data["audio_path"]),
+        "config_file": os.path.abspath(args.config_file),
+        "opts": list(args.opts),
+        "weights": cfg.MODEL.WEIGHTS or None,
+        "weights_note": "loaded" if cfg.MODEL.WEIGHTS else "MODEL.WEIGHTS empty: random initialisation",
+        "device": str(predictor.device),
+        "width": data["width"],
+        "height": data["height"],
+        "fps": float(data["fps"]),
+        "fps_fraction": str(data["fps"]),
+        "duration": round(float(data["duration"]), 6),
+        "num_video_frames": data["num_video_frames"],
+        "audio_duration": round(audio_seconds, 6),
+        "frame_sampling": data["frame_sampling"],
+        "clip_length": predictor.num_frames,
+        "image_size": predictor.image_size,
+        "mask_threshold": predictor.threshold,
+        "num_sampled_frames": num_seconds,
+        "num_clips": len(plans),
+        "num_padded_clips": sum(p.padded for p in plans),
+        "padding": "a last clip shorter than clip_length seconds is padded by repeating its last frame and "
+        "its last audio example (AVSBench pads audio by repeating the last log-mel example); "
+        "padded frames get no mask",
+        "output_dir": os.path.abspath(args.output),
+        "outputs": {"overlay_video": "overlay.mp4", "masks_dir": "masks", "summary": "summary.json"},
+        "overlay": overlay,
+        "clips": clip_records,
+        "runtime_s": round(time.perf_counter() - start_time, 3),
+    }
+    with open(os.path.join(args.output, "summary.json"), "w") as f:
+        json.dump(summary, f, indent=2)
+    logger.info("wrote %s, %d mask PNGs and summary.json to %s", overlay_path, num_seconds, args.output)
+    return summary
+
+
+if __name__ == "__main__":
+    try:
+        result = main()
+    except (FileNotFoundError, NotADirectoryError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)
+    print(
+        f"{result['num_clips']} clip(s), {result['num_sampled_frames']} masks, "
+        f"{result['outputs']['overlay_video']} and summary.json in {result['output_dir']} ({result['runtime_s']} s)"
+    )
