@@ -102,8 +102,6 @@ def add_aqformer_config(cfg: CN) -> None:
 
     # ---------------------------------------------------------------- audio input
     cfg.INPUT.AUDIO = CN()
-    # Sample rate expected by the log-mel front end (VGGish: 16 kHz).
-    cfg.INPUT.AUDIO.SAMPLE_RATE = 16000
     # "logmel": read precomputed [T, 1, 96, 64] examples (.pkl, AVSBench's audio_log_mel);
     # "wav": read the WAV and compute the same examples with aqformer_d2.audio.logmel.
     cfg.INPUT.AUDIO.SOURCE = "logmel"

@@ -34,6 +34,7 @@ import time
 from fractions import Fraction
 from typing import Iterator, List, Optional
 
+import cv2
 import numpy as np
 import torch
 import tqdm
@@ -118,11 +119,14 @@ def _check_device(device: str) -> None:
         raise ValueError(f"--device {device}: expected cpu or cuda[:N]")
 
 
+# Per-channel lookup table of the tint: value v of channel c -> v // 2 + OVERLAY_COLOR[c] // 2.
+_TINT_LUT = ((np.arange(256)[:, None] >> 1) + (OVERLAY_COLOR[None, :] >> 1)).astype(np.uint8).reshape(256, 1, 3)
+
+
 def _blend(rgb: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """Tint the mask pixels of an RGB uint8 ``[H, W, 3]`` frame: 50 % frame + 50 % OVERLAY_COLOR."""
-    tinted = (rgb >> 1) + (OVERLAY_COLOR >> 1)  # uint8, at most 127 + 127
     out = rgb.copy()
-    np.copyto(out, tinted, where=mask[:, :, None])
+    cv2.copyTo(cv2.LUT(rgb, _TINT_LUT), mask.view(np.uint8), out)
     return out
 
 
@@ -185,7 +189,9 @@ def _load_inputs(args, predictor: VideoPredictor, logger: logging.Logger) -> dic
         )
     sampled = sample_frames_per_second(args.input, args.frame_position, transform=predictor.preprocess_frame)
     if sampled.repeated_seconds:
-        logger.warning("seconds %s hold no frame of their own; they repeat the frame on screen", sampled.repeated_seconds)
+        logger.warning(
+            "seconds %s hold no frame of their own; they repeat the frame on screen", sampled.repeated_seconds
+        )
     if args.audio is None:
         audio_path, origin = args.input, info.start_time
     else:

@@ -301,26 +301,31 @@ def _audio_chunks(path: str, rate: int, start: float) -> Iterator[np.ndarray]:
     with _open(path, "audio") as container:
         stream = container.streams.audio[0]
         to_float = av.AudioResampler(format="fltp", layout=stream.codec_context.layout, rate=rate)
-        emitted = None  # samples emitted so far, None before the first chunk
+        to_drop = None  # samples still to drop before the origin; None before the first chunk
+
+        def aligned(f, t0: float) -> Iterator[np.ndarray]:
+            nonlocal to_drop
+            data = f.to_ndarray().astype(np.float32, copy=False)  # [C, n] planar float
+            if to_drop is None:
+                offset = int(round((t0 - start) * rate))
+                if offset > 0:  # audio starts after the origin: silence in front
+                    yield np.zeros((data.shape[0], offset), np.float32)
+                to_drop = max(-offset, 0)  # audio starts before the origin: drop what precedes it
+            if to_drop:
+                cut = min(to_drop, data.shape[1])
+                data, to_drop = data[:, cut:], to_drop - cut
+            if data.shape[1]:
+                yield data
+
         try:
+            t0 = start
             for frame in container.decode(stream):
-                t0 = float(frame.time) if frame.time is not None else start
+                if to_drop is None and frame.time is not None:
+                    t0 = float(frame.time)
                 for f in to_float.resample(frame):
-                    data = f.to_ndarray().astype(np.float32, copy=False)  # [C, n] planar float
-                    if emitted is None:
-                        offset = int(round((t0 - start) * rate))
-                        if offset > 0:  # audio starts after the origin: silence in front
-                            yield np.zeros((data.shape[0], offset), np.float32)
-                        else:  # audio starts before the origin: drop what precedes it
-                            data = data[:, -offset:]
-                        emitted = max(offset, 0)
-                    if data.shape[1]:
-                        emitted += data.shape[1]
-                        yield data
+                    yield from aligned(f, t0)
             for f in to_float.resample(None):
-                data = f.to_ndarray().astype(np.float32, copy=False)
-                if data.shape[1]:
-                    yield data
+                yield from aligned(f, t0)
         except av.error.FFmpegError as e:
             raise ValueError(f"{path}: audio decoding failed: {e}") from e
 

@@ -57,6 +57,22 @@ class AQFormerTrainer(DefaultTrainer):
         self.cfg = cfg
         self.register_hooks(self.build_hooks())
 
+    def state_dict(self):
+        # detectron2 v0.6's DefaultTrainer does not checkpoint the optimizer (upstream added this
+        # later); without it --resume would restart AdamW's moments from zero.
+        ret = super().state_dict()
+        ret["_trainer"] = self._trainer.state_dict()
+        return ret
+
+    def load_state_dict(self, state_dict):
+        super().load_state_dict(state_dict)
+        if "_trainer" not in state_dict:
+            raise KeyError(
+                "AQFormerTrainer: the checkpoint's trainer state has no optimizer ('_trainer'); it was not "
+                "written by AQFormerTrainer and cannot be resumed. Load it with MODEL.WEIGHTS without --resume."
+            )
+        self._trainer.load_state_dict(state_dict["_trainer"])
+
     def build_hooks(self):
         hook_list = super().build_hooks()
         if self.cfg.TEST.EVAL_PERIOD > 0 and comm.is_main_process():

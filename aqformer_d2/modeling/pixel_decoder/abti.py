@@ -46,14 +46,17 @@ class ABTI(nn.Module):
         self.audio_dim = audio_dim
         self.hidden_dim = hidden_dim
         self.f_a = nn.Linear(audio_dim, hidden_dim)
-        self.f_m = nn.Linear(feature_dim, hidden_dim)
+        # No bias: f_a(A_p) . b would add the same value to every pixel's logit of eq. (9), which the
+        # softmax over HW cancels, so a bias here could never learn.
+        self.f_m = nn.Linear(feature_dim, hidden_dim, bias=False)
         self.f_n = nn.Linear(feature_dim, hidden_dim)
         self.f_o = nn.Linear(hidden_dim, feature_dim)
         self.self_attn = nn.MultiheadAttention(hidden_dim, num_heads, dropout=dropout, batch_first=True)
         self.norm = nn.LayerNorm(hidden_dim)
         for layer in (self.f_a, self.f_m, self.f_n, self.f_o):
             nn.init.xavier_uniform_(layer.weight)
-            nn.init.zeros_(layer.bias)
+            if layer.bias is not None:
+                nn.init.zeros_(layer.bias)
 
     def gather(self, audio: torch.Tensor, frames: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """Eq. (9)-(10): S_pq = Softmax_HW(f_a(A_p) f_m(F_q)^T / sqrt(C_b)); O_pq = S_pq f_n(F_q).

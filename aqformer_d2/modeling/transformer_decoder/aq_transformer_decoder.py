@@ -189,11 +189,16 @@ class AudioQueriedTransformerDecoder(nn.Module):
         return self.query_embed.weight.unsqueeze(0).expand(batch, -1, -1)  # [T, C_f] -> [B, T, C_f]
 
     def _flatten_scale(self, feat: torch.Tensor, level: int) -> Tuple[torch.Tensor, torch.Tensor]:
-        """feat [B*T, C, H, W] -> values [B*T, H*W, C] and key embedding [1, H*W, C]
-        (2-D sine position + learned level embedding; identical for every frame)."""
-        values = feat.flatten(2).transpose(1, 2)  # [B*T, C, H, W] -> [B*T, HW, C]
+        """feat [B*T, C, H, W] -> memory [B*T, H*W, C] (features + learned level embedding, as Mask2Former
+        adds it to the memory) and key positional embedding [1, H*W, C] (2-D sine; identical for every frame).
+
+        The level embedding goes into the memory, i.e. into keys AND values: added to the keys alone it
+        would shift every logit of a layer by the same amount (each layer attends to one scale) and the
+        softmax would cancel it, leaving a parameter that never learns."""
+        memory = feat.flatten(2).transpose(1, 2)  # [B*T, C, H, W] -> [B*T, HW, C]
+        memory = memory + self.level_embed.weight[level][None, None, :]
         pos = self.pe_layer(feat[:1]).flatten(2).transpose(1, 2)  # [1, C, H, W] -> [1, HW, C]
-        return values, pos + self.level_embed.weight[level][None, None, :]
+        return memory, pos
 
     # ------------------------------------------------------------------ forward
     def forward(

@@ -11,11 +11,11 @@ Gradient exceptions (parameters that legitimately do NOT get a usable gradient),
     that enters MSDeformAttn only through the query, i.e. through ``sampling_offsets`` and
     ``attention_weights`` whose weight matrices are zero-initialised (Deformable DETR). Once an
     optimiser step has made those weights non-zero, level_embed receives a gradient.
-* ``analytic`` -- the gradient is 0 in exact arithmetic and only float round-off is left:
-  - ``pixel_decoder.abti.<p>.f_m.bias``: it adds ``f_a(A_p) . b``, a constant over the HW pixels of
-    the softmax of eq. (9), and a softmax is shift-invariant.
-  - ``predictor.level_embed.weight``: each decoder layer attends to ONE scale, so the level
-    embedding adds the same term ``q . W_k e_l`` to every key logit of a query: shift-invariant again.
+
+Two parameters that used to be here were removed from the model instead: ABTI's f_m bias (a constant
+over the HW pixels of the softmax of eq. 9, shift-invariant) and a decoder level embedding added to the
+keys only (each layer attends to one scale, so it shifted all logits equally); the decoder now adds its
+level embedding to the memory, where it learns.
 """
 from typing import Dict, List, Optional
 
@@ -86,9 +86,6 @@ def gradient_exceptions(model: nn.Module, cfg, first_step: bool = True) -> Dict[
                     out[f"pixel_decoder.av_attn.{i}.{f}.{kind}"] = "exact"
     if first_step:
         out["pixel_decoder.level_embed"] = "exact"
-    for p in cfg.MODEL.AQ_PIXEL_DECODER.ABTI_POSITIONS:
-        out[f"pixel_decoder.abti.{p}.f_m.bias"] = "analytic"
-    out["predictor.level_embed.weight"] = "analytic"
     missing = sorted(set(out) - names)
     assert not missing, f"expected exception parameters are not in the model: {missing}"
     return out

@@ -1,0 +1,160 @@
+"""demo/demo.py end to end with a randomly initialised tiny model: a video file, and frames + audio."""
+import importlib.util
+import json
+import os
+import sys
+
+import numpy as np
+import pytest
+import soundfile as sf
+from PIL import Image
+
+from aqformer_d2.audio.video import decode_audio, iter_video_frames, probe_video
+
+from ..audio.test_video import bigbuckbunny_path
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+TINY_CONFIG = os.path.join(REPO, "configs", "synthavs", "Base-Tiny.yaml")
+
+
+@pytest.fixture(scope="module")
+def demo():
+    """demo/demo.py as a module (it imports its sibling predictor.py, as detectron2's demo does)."""
+    demo_dir = os.path.join(REPO, "demo")
+    sys.path.insert(0, demo_dir)
+    try:
+        spec = importlib.util.spec_from_file_location("aqformer_demo_main", os.path.join(demo_dir, "demo.py"))
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        yield module
+    finally:
+        sys.path.remove(demo_dir)
+
+
+def _read_mask(path):
+    with Image.open(path) as im:
+        return im.mode, im.size, np.asarray(im)
+
+
+@pytest.fixture(scope="module")
+def bbb_run(demo, tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("demo_bbb"))
+    argv = ["--config-file", TINY_CONFIG, "--input", bigbuckbunny_path(), "--output", out, "--device", "cpu",
+            "--no-progress", "--opts", "MODEL.WEIGHTS", ""]
+    summary = demo.main(argv)
+    return out, summary
+
+
+def test_bigbuckbunny_masks(bbb_run):
+    out, summary = bbb_run
+    # 5.28 s at 25 fps: frames in seconds 0..5 -> 6 sampled frames (last frame of each second).
+    assert summary["num_sampled_frames"] == 6
+    assert summary["num_video_frames"] == 132
+    pngs = sorted(os.listdir(os.path.join(out, "masks")))
+    assert len(pngs) == summary["num_sampled_frames"]
+    for clip in summary["clips"]:
+        for sec, name, frac in zip(clip["seconds"], clip["mask_files"], clip["foreground_fraction"]):
+            assert os.path.basename(name) == f"clip{clip['index']:04d}_sec{sec:05d}.png"
+            mode, size, arr = _read_mask(os.path.join(out, name))
+            assert size == (1280, 720) and mode == "L"
+            assert set(np.unique(arr)) <= {0, 255}
+            assert frac == pytest.approx((arr > 0).mean(), abs=1e-5)
+
+
+def test_bigbuckbunny_summary(bbb_run):
+    out, summary = bbb_run
+    with open(os.path.join(out, "summary.json")) as f:
+        saved = json.load(f)
+    assert saved == json.loads(json.dumps(summary))
+    assert (saved["width"], saved["height"]) == (1280, 720)
+    assert saved["fps"] == 25.0 and saved["duration"] == pytest.approx(5.28, abs=0.05)
+    assert saved["weights"] is None and saved["device"] == "cpu"
+    assert saved["num_clips"] == len(saved["clips"]) == 2
+    assert [c["seconds"] for c in saved["clips"]] == [[0, 1, 2, 3, 4], [5]]
+    assert [c["padded"] for c in saved["clips"]] == [False, True]
+    assert saved["clips"][1]["num_padded_frames"] == 4
+    assert saved["clips"][0]["num_audio_examples"] == 5
+    assert saved["clips"][1]["num_audio_examples"] == 1 and saved["clips"][1]["num_padded_audio_examples"] == 4
+    assert saved["clips"][0]["frame_times"] == pytest.approx([0.96, 1.96, 2.96, 3.96, 4.96])
+    assert "padded" in saved["padding"] and "last" in saved["frame_sampling"]
+
+
+def test_bigbuckbunny_overlay_video(bbb_run):
+    out, summary = bbb_run
+    path = os.path.join(out, "overlay.mp4")
+    info = probe_video(path)
+    assert (info.width, info.height) == (1280, 720)
+    assert info.fps == 25
+    assert info.has_audio and info.audio_codec == "aac" and info.audio_channels == 6
+    assert sum(1 for _ in iter_video_frames(path)) == 132
+    audio, rate = decode_audio(path)
+    assert rate == 48000 and audio.shape[1] / rate == pytest.approx(5.312, abs=0.05)
+
+
+def test_overlay_tints_mask_pixels_only(demo):
+    rgb = np.random.default_rng(0).integers(0, 256, (6, 8, 3), dtype=np.uint8)
+    mask = np.zeros((6, 8), bool)
+    mask[2:4, 3:7] = True
+    out = demo._blend(rgb, mask)
+    np.testing.assert_array_equal(out[~mask], rgb[~mask])
+    expected = (rgb[mask] >> 1) + (demo.OVERLAY_COLOR >> 1)
+    np.testing.assert_array_equal(out[mask], expected)
+
+
+def _write_frames_and_wav(folder, n, size, seconds, rate=22050):
+    os.makedirs(folder)
+    w, h = size
+    for i in range(n):
+        img = np.zeros((h, w, 3), np.uint8)
+        img[:, : (i + 1) * w // (n + 1)] = (200, 100, 30)
+        Image.fromarray(img).save(os.path.join(folder, f"frame_{i + 1}.png"))
+    t = np.arange(int(seconds * rate)) / rate
+    wav = os.path.join(os.path.dirname(folder), "sound.wav")
+    sf.write(wav, np.stack([np.sin(2 * np.pi * 300 * t), np.sin(2 * np.pi * 500 * t)], 1) * 0.3, rate)
+    return wav
+
+
+def test_frames_folder_and_wav(demo, tmp_path):
+    frames = str(tmp_path / "frames")
+    wav = _write_frames_and_wav(frames, 7, (80, 60), 7.0)
+    out = str(tmp_path / "out")
+    summary = demo.main(["--config-file", TINY_CONFIG, "--input", frames, "--audio", wav, "--output", out,
+                         "--device", "cpu", "--no-progress", "--opts", "MODEL.WEIGHTS", "", "INPUT.IMAGE_SIZE", "64"])
+    assert summary["input_type"] == "frames" and summary["num_sampled_frames"] == 7
+    assert [c["seconds"] for c in summary["clips"]] == [[0, 1, 2, 3, 4], [5, 6]]
+    assert summary["clips"][1]["padded"] and summary["clips"][1]["num_padded_frames"] == 3
+    assert summary["clips"][1]["num_audio_examples"] == 2
+    pngs = sorted(os.listdir(os.path.join(out, "masks")))
+    assert len(pngs) == 7
+    assert all(_read_mask(os.path.join(out, "masks", p))[1] == (80, 60) for p in pngs)
+    info = probe_video(os.path.join(out, "overlay.mp4"))
+    assert (info.width, info.height, info.fps) == (80, 60, 1)
+    assert info.has_audio and info.audio_sample_rate == 22050 and info.audio_channels == 2
+    assert sum(1 for _ in iter_video_frames(os.path.join(out, "overlay.mp4"))) == 7
+
+
+def test_bad_inputs_are_named(demo, tmp_path):
+    base = ["--config-file", TINY_CONFIG, "--output", str(tmp_path / "out"), "--device", "cpu", "--no-progress",
+            "--opts", "MODEL.WEIGHTS", "", "INPUT.IMAGE_SIZE", "64"]
+    frames = str(tmp_path / "frames")
+    wav = _write_frames_and_wav(frames, 3, (40, 30), 3.0)
+    with pytest.raises(ValueError, match="frames.*needs an audio file"):
+        demo.main(["--input", frames] + base)
+    Image.fromarray(np.zeros((20, 20, 3), np.uint8)).save(os.path.join(frames, "frame_9.png"))
+    with pytest.raises(ValueError, match=r"frame_9.png: frame size 20x20 differs"):
+        demo.main(["--input", frames, "--audio", wav] + base)
+    with pytest.raises(FileNotFoundError, match="missing.mp4"):
+        demo.main(["--input", str(tmp_path / "missing.mp4")] + base)
+    with pytest.raises(FileNotFoundError, match="weights.pth"):
+        demo.main(["--input", frames, "--audio", wav] + base + ["MODEL.WEIGHTS", str(tmp_path / "weights.pth")])
+
+
+def test_video_without_sound_needs_audio(demo, tmp_path):
+    from aqformer_d2.audio.video import write_video
+
+    silent = str(tmp_path / "silent.mp4")
+    write_video(silent, (np.full((32, 48, 3), 10 * i, np.uint8) for i in range(10)), 48, 32, 5)
+    argv = ["--config-file", TINY_CONFIG, "--input", silent, "--output", str(tmp_path / "out"), "--device", "cpu",
+            "--no-progress", "--opts", "MODEL.WEIGHTS", "", "INPUT.IMAGE_SIZE", "64"]
+    with pytest.raises(ValueError, match=r"silent.mp4: the video has no audio stream"):
+        demo.main(argv)

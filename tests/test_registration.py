@@ -1,0 +1,43 @@
+"""Importing aqformer_d2 registers every component under our own names."""
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.modeling import BACKBONE_REGISTRY, META_ARCH_REGISTRY
+
+import aqformer_d2  # noqa: F401
+from aqformer_d2.data.dataset_mappers.build import AQ_DATASET_MAPPER_REGISTRY
+from aqformer_d2.modeling.audio_encoder.build import AUDIO_ENCODER_REGISTRY
+from aqformer_d2.modeling.pixel_decoder.build import AQ_PIXEL_DECODER_REGISTRY
+from aqformer_d2.modeling.transformer_decoder.build import AQ_TRANSFORMER_DECODER_REGISTRY
+
+
+def test_components_are_registered():
+    assert META_ARCH_REGISTRY.get("AQFormer").__name__ == "AQFormer"
+    assert BACKBONE_REGISTRY.get("AQTimmBackbone") is not None
+    assert BACKBONE_REGISTRY.get("build_aq_tiny_convnet") is not None
+    assert BACKBONE_REGISTRY.get("build_resnet_backbone") is not None
+    assert AUDIO_ENCODER_REGISTRY.get("VGGish").__name__ == "VGGish"
+    assert AQ_PIXEL_DECODER_REGISTRY.get("AQPixelDecoder").__name__ == "AQPixelDecoder"
+    assert AQ_TRANSFORMER_DECODER_REGISTRY.get("AudioQueriedTransformerDecoder").__name__ == \
+        "AudioQueriedTransformerDecoder"
+    assert AQ_DATASET_MAPPER_REGISTRY.get("AVSClipMapper").__name__ == "AVSClipMapper"
+
+
+def test_datasets_are_registered_with_the_avs_evaluator():
+    registered = set(DatasetCatalog.list())
+    for prefix in ("avsbench", "synthavs"):
+        for task in ("s4", "ms3"):
+            for split in ("train", "val", "test"):
+                name = f"{prefix}_{task}_{split}"
+                assert name in registered
+                assert MetadataCatalog.get(name).evaluator_type == "avs"
+
+
+def test_data_package_does_not_import_modeling():
+    """Imports flow entry points -> data -> modeling; data and evaluation never import modeling."""
+    import pathlib
+
+    root = pathlib.Path(aqformer_d2.__file__).parent
+    for sub in ("data", "evaluation", "audio", "utils", "checkpoint"):
+        for path in (root / sub).rglob("*.py"):
+            text = path.read_text()
+            assert "modeling" not in text.replace("aqformer_d2.modeling is never", ""), \
+                f"{path} mentions modeling"

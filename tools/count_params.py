@@ -1,0 +1,85 @@
+#!/usr/bin/env python
+"""Count the parameters of AQFormer models, per part and overall.
+
+    .venv/bin/python tools/count_params.py --config-file configs/avsbench/s4/aqformer_R50.yaml \
+        --config-file configs/avsbench/s4/aqformer_PVTv2b5.yaml --config-file configs/synthavs/Base-Tiny.yaml
+
+For every config the model is built on the CPU (random initialisation, nothing is loaded) and a
+markdown table lists total and trainable parameters of the backbone, the audio encoder, the pixel
+decoder (eq. 1-2, deformable encoder, ABTI), the transformer decoder and the whole model.
+``--opts KEY VALUE ...`` overrides config keys of every config (e.g. ablations).
+"""
+import argparse
+import sys
+from pathlib import Path
+from typing import Dict, List, Tuple
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import aqformer_d2  # noqa: E402  (registers the components; must precede detectron2.modeling)
+from detectron2.config import get_cfg  # noqa: E402
+from detectron2.modeling import build_model  # noqa: E402
+from torch import nn  # noqa: E402
+
+PARTS = (
+    ("backbone", "backbone"),
+    ("audio encoder", "audio_encoder"),
+    ("pixel decoder", "pixel_decoder"),
+    ("transformer decoder", "predictor"),
+)
+
+
+def count(module: nn.Module) -> Tuple[int, int]:
+    """(total, trainable) parameter counts of ``module``."""
+    params = list(module.parameters())
+    return sum(p.numel() for p in params), sum(p.numel() for p in params if p.requires_grad)
+
+
+def count_model(model: nn.Module) -> Dict[str, Tuple[int, int]]:
+    """Part name -> (total, trainable), plus "overall" for the whole model."""
+    rows = {label: count(getattr(model, attr)) for label, attr in PARTS}
+    rows["overall"] = count(model)
+    return rows
+
+
+def build(config_file: str, opts: List[str]) -> nn.Module:
+    cfg = get_cfg()
+    aqformer_d2.add_aqformer_config(cfg)
+    cfg.merge_from_file(config_file)
+    if opts:
+        cfg.merge_from_list(opts)
+    cfg.MODEL.DEVICE = "cpu"
+    return build_model(cfg)
+
+
+def _fmt(n: int) -> str:
+    return f"{n:,} ({n / 1e6:.2f} M)"
+
+
+def format_table(config_file: str, rows: Dict[str, Tuple[int, int]]) -> str:
+    lines = [f"### {config_file}", "", "| part | total params | trainable params |", "|---|---:|---:|"]
+    for label, (total, trainable) in rows.items():
+        name = f"**{label}**" if label == "overall" else label
+        lines.append(f"| {name} | {_fmt(total)} | {_fmt(trainable)} |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config-file", action="append", required=True, metavar="FILE",
+                        help="config to count (repeat for several)")
+    parser.add_argument("--opts", nargs=argparse.REMAINDER, default=[], metavar="KEY VALUE",
+                        help="config overrides applied to every config")
+    args = parser.parse_args(argv)
+    for config_file in args.config_file:
+        rows = count_model(build(config_file, args.opts))
+        parts_total = sum(rows[label][0] for label, _ in PARTS)
+        print(format_table(config_file, rows))
+        if parts_total != rows["overall"][0]:
+            print(f"\n(parameters outside the four parts: {rows['overall'][0] - parts_total:,})")
+        print()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
