@@ -57,6 +57,12 @@ class AQFormerTrainer(DefaultTrainer):
         self.cfg = cfg
         self.register_hooks(self.build_hooks())
 
+    def train(self):
+        """Run training; returns the results of the last evaluation (``{}`` when none ran, e.g. with an
+        empty DATASETS.TEST). detectron2 v0.6 returns them only when TEST.EXPECTED_RESULTS is set."""
+        super().train()
+        return getattr(self, "_last_eval_results", {})
+
     def state_dict(self):
         # detectron2 v0.6's DefaultTrainer does not checkpoint the optimizer (upstream added this
         # later); without it --resume would restart AdamW's moments from zero.
