@@ -17,7 +17,6 @@ import sys
 import time
 
 import aqformer_d2  # noqa: F401  (registration; before detectron2.engine)
-import numpy as np
 import torch
 from detectron2.data import DatasetCatalog
 

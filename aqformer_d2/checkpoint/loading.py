@@ -1,7 +1,7 @@
 """Read weight files from local paths without executing code from them.
 
-* ``.pth`` / ``.pt`` / ``.bin`` / ``.ckpt``: ``torch.load(weights_only=True)`` (``weights_only=False``
-  only with an explicit ``trust_pickle=True``);
+* ``.pth`` / ``.pt`` / ``.bin`` / ``.ckpt``: ``torch.load(weights_only=True)``, numpy arrays allowed
+  (``weights_only=False`` only with an explicit ``trust_pickle=True``);
 * ``.safetensors``: ``safetensors.torch.load_file``;
 * ``.pkl``: :func:`aqformer_d2.utils.safe_pickle.load_pickle_restricted` (plain pickle only with
   ``trust_pickle=True``).
@@ -47,6 +47,18 @@ class CheckpointFormatError(ValueError):
     """A weight file could be read but does not hold what was expected (the message names the file)."""
 
 
+# numpy's array reconstruction, allowed inside torch.load(weights_only=True): some released weight files
+# (e.g. torchvggish's PCA parameters) store numpy arrays. No other global is added.
+_NUMPY_SAFE_GLOBALS = [
+    np.ndarray,
+    np.dtype,
+    np._core.multiarray._reconstruct,
+    (np._core.multiarray._reconstruct, "numpy.core.multiarray._reconstruct"),
+    type(np.dtype(np.float32)),
+    type(np.dtype(np.float64)),
+]
+
+
 def _is_array(value: Any) -> bool:
     return isinstance(value, (torch.Tensor, np.ndarray))
 
@@ -84,7 +96,8 @@ def load_checkpoint_file(path: PathLike, *, trust_pickle: bool = False) -> Any:
         return load_pickle_restricted(path_str)
     if lower.endswith(TORCH_SUFFIXES):
         try:
-            return torch.load(path_str, map_location="cpu", weights_only=not trust_pickle)
+            with torch.serialization.safe_globals(_NUMPY_SAFE_GLOBALS):
+                return torch.load(path_str, map_location="cpu", weights_only=not trust_pickle)
         except pickle.UnpicklingError as e:
             if isinstance(e, UnsafePickleError):
                 raise

@@ -16,7 +16,6 @@ Optional PCA post-processing (``vggish_pca_params-970ea276.pth``) reproduces tor
 """
 import logging
 import os
-import pickle
 from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
@@ -27,6 +26,7 @@ from detectron2.config import configurable
 from torch import nn
 
 from aqformer_d2.audio.logmel import NUM_FRAMES, NUM_MEL_BINS, waveform_to_examples
+from aqformer_d2.checkpoint.loading import load_checkpoint_file
 
 from .build import AUDIO_ENCODER_REGISTRY
 
@@ -91,30 +91,14 @@ def vggish_state_dict_shapes(
     return shapes
 
 
-_NUMPY_SAFE_GLOBALS = [
-    np.ndarray,
-    np.dtype,
-    np._core.multiarray._reconstruct,
-    (np._core.multiarray._reconstruct, "numpy.core.multiarray._reconstruct"),
-    type(np.dtype(np.float32)),
-    type(np.dtype(np.float64)),
-]
-
-
 def load_torch_file(path: Union[str, os.PathLike], what: str) -> Any:
-    """``torch.load(path, weights_only=True)`` on the CPU, also allowing plain numpy arrays.
-
-    torchvggish's PCA file stores numpy arrays; only numpy's array reconstruction is allow-listed,
-    no other code can run. Errors name the file and ``what`` it was meant to be.
-    """
+    """Read a local ``.pth`` safely: :func:`aqformer_d2.checkpoint.load_checkpoint_file`
+    (``torch.load(weights_only=True)``, numpy arrays allowed, no other code can run). ``what`` names the
+    file's role in the error raised when it is missing."""
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path}: {what} file not found")
-    try:
-        with torch.serialization.safe_globals(_NUMPY_SAFE_GLOBALS):
-            return torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as e:
-        raise ValueError(f"{path}: cannot load {what} with torch.load(weights_only=True): {e}") from e
+    return load_checkpoint_file(path)
 
 
 def _describe(value: Any) -> str:
