@@ -9,7 +9,7 @@ For each task (SynthAVS-S4, SynthAVS-MS3), in one run:
 - blind:   the model trained (and evaluated) with the audio input zeroed (INPUT.AUDIO.ZERO_INPUT);
 - vanilla: the vanilla-object-query variant (MODEL.AQ_TRANSFORMER_DECODER.QUERY_TYPE vanilla), trained
            and evaluated like the full model.
-Prints a markdown table and writes bench/results/synthavs_benchmark.json. Wall times are for 2 threads.
+Prints a markdown table and writes bench/results/synthavs_benchmark_{tasks}.json. Wall times are for 2 threads.
 """
 import argparse
 import json
@@ -89,7 +89,7 @@ def main(argv=None):
         "total_minutes": round(total / 60, 1),
         "rows": rows,
     }
-    with open(os.path.join(args.output, "synthavs_benchmark.json"), "w") as f:
+    with open(os.path.join(args.output, f"synthavs_benchmark_{'_'.join(args.tasks)}.json"), "w") as f:
         json.dump(report, f, indent=2)
     print(f"\n{report['command']}\n{report['machine']}; total {report['total_minutes']} min\n")
     print("| task | variant | iterations x clips | train min | M_J (mIoU) | M_F (Fscore) |")

@@ -34,7 +34,8 @@ def build_cfg(config_file: str, opts: Sequence[str] = ()) -> CfgNode:
 def train_and_evaluate(cfg: CfgNode):
     """Train with :class:`AQFormerTrainer` (single process) and evaluate on ``cfg.DATASETS.TEST``.
 
-    Returns ``(model, results, train_seconds)``; ``results`` is the evaluator's dict
+    Returns ``(model, results, train_seconds)`` (train_seconds includes that final evaluation);
+    ``results`` is the evaluator's dict
     (``{"avs": {"mIoU": ..., "Fscore": ...}}`` for one test dataset).
     """
     os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
@@ -45,11 +46,11 @@ def train_and_evaluate(cfg: CfgNode):
     trainer = AQFormerTrainer(cfg)
     trainer.resume_or_load(resume=False)
     start = time.perf_counter()
-    trainer.train()
+    results = trainer.train()  # ends with an evaluation on cfg.DATASETS.TEST (detectron2's EvalHook)
     train_seconds = time.perf_counter() - start
-    model = trainer.model
-    results = evaluate(cfg, model)
-    return model, results, train_seconds
+    if not results:
+        raise RuntimeError(f"train_and_evaluate: no evaluation ran; is DATASETS.TEST empty? ({cfg.DATASETS.TEST})")
+    return trainer.model, results, train_seconds
 
 
 def evaluate(cfg: CfgNode, model: torch.nn.Module, dataset_names: Optional[List[str]] = None) -> Dict:
