@@ -19,6 +19,7 @@ from aqformer_d2.engine import AQFormerTrainer, launch
 
 from detectron2.config import get_cfg
 from detectron2.engine import default_argument_parser, default_setup
+from detectron2.evaluation import verify_results
 from detectron2.utils import comm
 
 
@@ -42,12 +43,10 @@ def main(args):
     cfg = setup(args)
     if args.eval_only:
         model = AQFormerTrainer.build_model(cfg)
-        AQCheckpointer(model, save_dir=cfg.OUTPUT_DIR, trust_pickle=cfg.MODEL.WEIGHTS_TRUST_PICKLE).resume_or_load(
-            cfg.MODEL.WEIGHTS, resume=args.resume)
+        checkpointer = AQCheckpointer(model, save_dir=cfg.OUTPUT_DIR, trust_pickle=cfg.MODEL.WEIGHTS_TRUST_PICKLE)
+        checkpointer.resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
         results = AQFormerTrainer.test(cfg, model)
         if comm.is_main_process():
-            from detectron2.evaluation import verify_results
-
             verify_results(cfg, results)
         return results
     trainer = AQFormerTrainer(cfg)
