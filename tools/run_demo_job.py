@@ -37,6 +37,8 @@ def parse_args(argv=None):
     p.add_argument("--task", choices=("s4", "ms3"), default="s4")
     p.add_argument("--iters", type=int, default=None, help="training iterations (default: the config's MAX_ITER)")
     p.add_argument("--num-overlays", type=int, default=4, help="test clips shown in overlays.png")
+    p.add_argument("--synthavs-clips", type=int, nargs=3, metavar=("TRAIN", "VAL", "TEST"), default=None,
+                   help="clips per split of a smaller SynthAVS (for a quick try; default: the full benchmark)")
     p.add_argument("opts", nargs=argparse.REMAINDER, help="extra config overrides KEY VALUE ...")
     return p.parse_args(argv)
 
@@ -70,7 +72,10 @@ def main(argv=None) -> dict:
 
     root = get_synthavs_root()
     t0 = time.perf_counter()
-    manifest = generate_synthavs(root, progress=True, **SYNTHAVS_PARAMS)
+    sizes = {}
+    if args.synthavs_clips is not None:
+        sizes = dict(zip(("n_train", "n_val", "n_test"), args.synthavs_clips))
+    manifest = generate_synthavs(root, progress=True, **SYNTHAVS_PARAMS, **sizes)
     log.info("SynthAVS at %s (%s, %.1f s)", root, "already there" if manifest.get("skipped") else "generated",
              time.perf_counter() - t0)
 
