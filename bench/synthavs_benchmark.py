@@ -38,6 +38,8 @@ def parse_args(argv=None):
     p.add_argument("--tasks", nargs="+", choices=("s4", "ms3"), default=["s4", "ms3"])
     p.add_argument("--iters", type=int, default=None, help="training iterations per run (default: config MAX_ITER)")
     p.add_argument("--controls", nargs="*", choices=CONTROLS, default=list(CONTROLS))
+    p.add_argument("--no-full", action="store_true",
+                   help="run only the controls that train their own model (blind, vanilla), not the full model")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--output", default=os.path.join(REPO, "bench", "results"))
     p.add_argument("opts", nargs=argparse.REMAINDER, help="extra config overrides for every run")
@@ -79,7 +81,10 @@ def main(argv=None):
     rows = []
     start = time.perf_counter()
     for task in args.tasks:
-        for variant in ["full"] + [c for c in args.controls if c != "swap"]:
+        variants = ([] if args.no_full else ["full"]) + [c for c in args.controls if c != "swap"]
+        if args.no_full and "swap" in args.controls:
+            raise SystemExit("--no-full: the swap control evaluates the full model; drop 'swap' from --controls")
+        for variant in variants:
             rows.extend(run_one(task, variant, args, root))
     total = time.perf_counter() - start
     report = {
@@ -89,7 +94,8 @@ def main(argv=None):
         "total_minutes": round(total / 60, 1),
         "rows": rows,
     }
-    with open(os.path.join(args.output, f"synthavs_benchmark_{'_'.join(args.tasks)}.json"), "w") as f:
+    tag = "_".join(args.tasks) + ("_" + "_".join(args.controls) if args.no_full else "")
+    with open(os.path.join(args.output, f"synthavs_benchmark_{tag}.json"), "w") as f:
         json.dump(report, f, indent=2)
     print(f"\n{report['command']}\n{report['machine']}; total {report['total_minutes']} min\n")
     print("| task | variant | iterations x clips | train min | M_J (mIoU) | M_F (Fscore) |")
