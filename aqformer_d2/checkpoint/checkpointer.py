@@ -6,7 +6,10 @@ Differences from ``DetectionCheckpointer._load_file``:
   unpickler instead of ``pickle.load``; plain pickle only with ``trust_pickle=True``;
 * ``.pth`` / ``.pt`` / ``.bin`` / ``.ckpt`` use ``torch.load(weights_only=True)``;
 * ``.safetensors`` files are read with safetensors;
-* a missing file or an unreadable one raises an error naming the file.
+* a missing file or an unreadable one raises an error naming the file;
+* checkpoints and the ``last_checkpoint`` tag are written atomically (:func:`atomic_write`): a
+  process killed while saving leaves the previous checkpoint tagged and intact, never a half-written
+  file under a checkpoint's name.
 
 The conversion of Caffe2 names (``res2_0_branch2a_w`` ...) is detectron2's own, enabled by returning
 ``matching_heuristics=True`` exactly where ``DetectionCheckpointer`` does.
@@ -15,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Any, Dict, Mapping
+from typing import IO, Any, Callable, Dict, Mapping
 
 import numpy as np
 import torch
@@ -28,7 +31,10 @@ from .loading import (
     load_checkpoint_file,
 )
 
-__all__ = ["AQCheckpointer", "pickle_checkpoint_to_detectron2"]
+__all__ = ["AQCheckpointer", "atomic_write", "pickle_checkpoint_to_detectron2"]
+
+# Suffix of the file a checkpoint is written to before it is renamed into place.
+PARTIAL_SUFFIX = ".partial"
 
 logger = logging.getLogger(__name__)
 
@@ -69,6 +75,35 @@ def pickle_checkpoint_to_detectron2(data: Any, source: str) -> Dict[str, Any]:
             "(expected {name: array}, {'blobs': {...}} or {'model': {...}})"
         )
     return {"model": weights, "__author__": "Caffe2", "matching_heuristics": True}
+
+
+def atomic_write(path: str, write: Callable[[IO[bytes]], None]) -> None:
+    """Write ``path`` all or nothing: ``write(f)`` fills ``path + ".partial"``, which is flushed to disk
+    (fsync) and then renamed over ``path`` (``os.replace``, atomic on POSIX); the directory entry is
+    synced too. If ``write`` raises, the partial file is removed and ``path`` is left as it was. A
+    process killed mid-write leaves at most a ``*.partial`` file, which nothing reads.
+
+    Raises:
+        ValueError: ``path`` is not a local path (an iopath URI has no atomic rename).
+    """
+    if "://" in path:
+        raise ValueError(f"{path}: checkpoints can only be written atomically to a local directory")
+    partial = path + PARTIAL_SUFFIX
+    try:
+        with open(partial, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(partial, path)
+    except BaseException:
+        if os.path.exists(partial):
+            os.remove(partial)
+        raise
+    dir_fd = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
 
 
 class AQCheckpointer(DetectionCheckpointer):
@@ -117,3 +152,24 @@ class AQCheckpointer(DetectionCheckpointer):
                 f"{filename}: 'model' entry is a {type(data['model']).__name__}, not a state dict"
             )
         return dict(data)
+
+    def save(self, name: str, **kwargs: Any) -> None:
+        """As fvcore's ``Checkpointer.save`` (model, checkpointables and ``kwargs`` in ``name.pth``, then
+        tag it in ``last_checkpoint``), with both files written atomically (:func:`atomic_write`)."""
+        if not self.save_dir or not self.save_to_disk:
+            return
+        data = {"model": self.model.state_dict()}
+        for key, obj in self.checkpointables.items():
+            data[key] = obj.state_dict()
+        data.update(kwargs)
+        basename = f"{name}.pth"
+        save_file = os.path.join(self.save_dir, basename)
+        if os.path.basename(save_file) != basename:
+            raise ValueError(f"checkpoint name {name!r} must not contain a directory")
+        self.logger.info("Saving checkpoint to %s", save_file)
+        atomic_write(save_file, lambda f: torch.save(data, f))
+        self.tag_last_checkpoint(basename)
+
+    def tag_last_checkpoint(self, last_filename_basename: str) -> None:
+        atomic_write(os.path.join(self.save_dir, "last_checkpoint"),
+                     lambda f: f.write(last_filename_basename.encode("utf-8")))
