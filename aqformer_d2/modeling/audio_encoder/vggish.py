@@ -26,6 +26,7 @@ from torch import nn
 
 from aqformer_d2.audio.logmel import NUM_FRAMES, NUM_MEL_BINS, waveform_to_examples
 from aqformer_d2.checkpoint.loading import load_checkpoint_file
+from aqformer_d2.checkpoint.url_schemes import local_weight_file
 from aqformer_d2.checkpoint.torchvggish_convert import BLOCK_CONVS as _BLOCK_CONVS
 from aqformer_d2.checkpoint.torchvggish_convert import POOLED_HW as _POOLED_HW
 from aqformer_d2.checkpoint.torchvggish_convert import (  # noqa: F401  (re-exported: VGGish's layout lives there)
@@ -59,10 +60,11 @@ QUANTIZE_MAX_VAL = 2.0
 
 
 def load_torch_file(path: Union[str, os.PathLike], what: str) -> Any:
-    """Read a local ``.pth`` safely: :func:`aqformer_d2.checkpoint.load_checkpoint_file`
+    """Read a ``.pth`` safely: :func:`aqformer_d2.checkpoint.load_checkpoint_file`
     (``torch.load(weights_only=True)``, numpy arrays allowed, no other code can run). ``what`` names the
-    file's role in the error raised when it is missing."""
-    path = os.fspath(path)
+    file's role in the error raised when it is missing. ``path`` may be a weight URL such as
+    ``torchvggish://vggish`` (fetched into the cache as released, see :mod:`aqformer_d2.checkpoint.url_schemes`)."""
+    path = local_weight_file(os.fspath(path))
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path}: {what} file not found")
     return load_checkpoint_file(path)
@@ -151,9 +153,10 @@ class VGGish(nn.Module):
             conv_channels: widths of the 4 conv blocks (1, 1, 2, 2 convs each). VGGish: 64, 128, 256, 512.
             fc_dims: widths of the hidden fully connected layers. VGGish: 4096, 4096.
             out_dim: embedding width C_a. VGGish: 128.
-            weights: local torchvggish state dict (``vggish-10086976.pth`` for the default widths),
-                loaded strictly; "" keeps the random initialisation.
-            pca_weights: local ``vggish_pca_params-970ea276.pth``; "" disables PCA post-processing.
+            weights: torchvggish state dict (``vggish-10086976.pth`` for the default widths), a local
+                path or ``torchvggish://vggish``, loaded strictly; "" keeps the random initialisation.
+            pca_weights: ``vggish_pca_params-970ea276.pth``, a local path or ``torchvggish://vggish_pca``;
+                "" disables PCA post-processing.
             freeze: no gradients for the parameters, and the module stays in eval mode.
         """
         super().__init__()
