@@ -17,13 +17,14 @@ Each URL has two local forms:
 
 Names and where their URLs come from:
 
-| URL | file | source of the URL / hash |
-|---|---|---|
-| ``torchvision://resnet50`` | ``resnet50-0676ba61.pth`` | torchvision 0.29.1 ``ResNet50_Weights.IMAGENET1K_V1.url`` |
-| ``torchvggish://vggish`` | ``vggish-10086976.pth`` | harritaylor/torchvggish ``hubconf.py`` ``model_urls["vggish"]`` |
-| ``torchvggish://vggish_pca`` | ``vggish_pca_params-970ea276.pth`` | the same ``hubconf.py``, ``model_urls["pca"]`` |
-| ``timm://<model>[.<tag>]`` | ``model.safetensors`` of ``hf_hub_id`` | timm's pretrained config (``timm.models.get_pretrained_cfg``) |
-| ``detectron2://<path>`` | ``<path>`` | detectron2's ``Detectron2Handler`` prefix (``https://dl.fbaipublicfiles.com/detectron2/``) |
+* ``torchvision://resnet50``: ``resnet50-0676ba61.pth``, torchvision 0.29.1's
+  ``ResNet50_Weights.IMAGENET1K_V1.url``;
+* ``torchvggish://vggish`` / ``torchvggish://vggish_pca``: ``vggish-10086976.pth`` /
+  ``vggish_pca_params-970ea276.pth``, ``model_urls`` of harritaylor/torchvggish's ``hubconf.py``;
+* ``timm://<model>[.<tag>]``: ``model.safetensors`` of the Hugging Face repo that timm's pretrained
+  config names (``timm.models.get_pretrained_cfg(name).hf_hub_id``);
+* ``detectron2://<path>``: ``<path>`` below detectron2's ``Detectron2Handler.S3_DETECTRON2_PREFIX``
+  (``https://dl.fbaipublicfiles.com/detectron2/``).
 
 The hex part of the torchvision and torchvggish names is a SHA-256 prefix by torch hub's convention and
 is checked; timm (Hugging Face) and detectron2 files get their hash recorded at first download.

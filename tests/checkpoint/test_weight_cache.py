@@ -136,7 +136,8 @@ def test_hash_recorded_at_first_download_is_enforced(weight_server, tmp_path):
     # the cached copy is corrupted on disk: refused on the next use, with what to do
     with open(dest, "r+b") as f:
         f.write(b"\xff")
-    with pytest.raises(WeightHashError, match=r"recorded when the file was first downloaded.*Delete .*model.safetensors"):
+    pattern = r"recorded when the file was first downloaded.*Delete .*model.safetensors"
+    with pytest.raises(WeightHashError, match=pattern):
         fetch_verified(url, dest)
 
 
