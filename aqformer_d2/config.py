@@ -89,10 +89,12 @@ def add_aqformer_config(cfg: CN) -> None:
     cfg.MODEL.AUDIO_ENCODER.NAME = "VGGish"
     # C_a: audio feature width (VGGish embedding: 128).
     cfg.MODEL.AUDIO_ENCODER.OUT_DIM = 128
-    # Local path of torchvggish's vggish-10086976.pth ("" = random initialisation).
+    # torchvggish's vggish-10086976.pth: a local path or torchvggish://vggish (downloaded once into the verified
+    # cache, see aqformer_d2/checkpoint/url_schemes.py); "" = random initialisation.
     cfg.MODEL.AUDIO_ENCODER.WEIGHTS = ""
-    # Local path of torchvggish's vggish_pca_params-970ea276.pth ("" = no PCA post-processing). With PCA the
-    # embedding is quantised to 0..255 as torchvggish does, so no gradient flows through the encoder.
+    # torchvggish's vggish_pca_params-970ea276.pth, a local path or torchvggish://vggish_pca ("" = no PCA
+    # post-processing). With PCA the embedding is quantised to 0..255 as torchvggish does, so no gradient
+    # flows through the encoder.
     cfg.MODEL.AUDIO_ENCODER.PCA_WEIGHTS = ""
     # Freeze the audio encoder's parameters (and keep it in eval mode).
     cfg.MODEL.AUDIO_ENCODER.FREEZE = False
@@ -116,8 +118,8 @@ def add_aqformer_config(cfg: CN) -> None:
     cfg.MODEL.TIMM_BACKBONE.OUT_INDICES = [0, 1, 2, 3]
     # detectron2-style names given to those levels (matched to MODEL.AQ_PIXEL_DECODER.IN_FEATURES).
     cfg.MODEL.TIMM_BACKBONE.OUT_FEATURES = ["res2", "res3", "res4", "res5"]
-    # Local timm checkpoint (.pth / .bin / .safetensors) for the backbone alone ("" = none). Whole-model
-    # checkpoints go to MODEL.WEIGHTS as usual.
+    # timm checkpoint (.pth / .bin / .safetensors) for the backbone alone: a local path or timm://<model> (timm's
+    # pretrained file, e.g. timm://pvt_v2_b5); "" = none. Whole-model checkpoints go to MODEL.WEIGHTS as usual.
     cfg.MODEL.TIMM_BACKBONE.WEIGHTS = ""
     # Number of leading feature stages to freeze (0 = train everything).
     cfg.MODEL.TIMM_BACKBONE.FREEZE_AT = 0

@@ -2,13 +2,15 @@
 """Convert a local timm checkpoint (.pth / .bin / .safetensors) into a detectron2 checkpoint for AQTimmBackbone.
 
     python tools/convert_timm_backbone.py pvt_v2_b5.pth pvt_v2_b5_d2.pth --model pvt_v2_b5
+    python tools/convert_timm_backbone.py timm://pvt_v2_b5 pvt_v2_b5_d2.pth --model pvt_v2_b5   # fetched into the cache
 
 Keys are renamed to the timm ``features_only`` model and prefixed with ``backbone.body.``, where
 ``AQTimmBackbone`` keeps it inside the meta-architecture, so ``MODEL.WEIGHTS`` can point at the output
 (``{"model": ..., "__author__": "timm:<name>", "matching_heuristics": False}``). The classifier head and
 other keys the features model lacks are dropped (and listed). All feature levels are kept, so the
 output suits any ``MODEL.TIMM_BACKBONE.OUT_INDICES``. Nothing is downloaded: the architecture is built
-on the meta device only to derive the key names.
+on the meta device only to derive the key names. ``MODEL.WEIGHTS timm://pvt_v2_b5`` does the same
+conversion on the fly; this tool is the manual route.
 """
 from __future__ import annotations
 
@@ -23,14 +25,14 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import aqformer_d2  # noqa: E402,F401  (detectron2 compatibility before detectron2 imports)
-from aqformer_d2.checkpoint import load_state_dict_file, timm_detectron2_checkpoint  # noqa: E402
+from aqformer_d2.checkpoint import load_state_dict_file, local_weight_file, timm_detectron2_checkpoint  # noqa: E402
 
 logger = logging.getLogger("convert_timm_backbone")
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("input", help="timm checkpoint (.pth/.pt/.bin/.safetensors)")
+    parser.add_argument("input", help="timm checkpoint (.pth/.pt/.bin/.safetensors) or timm://<model>")
     parser.add_argument("output", help="detectron2 checkpoint to write (.pth)")
     parser.add_argument("--model", required=True, help="timm architecture name, e.g. pvt_v2_b5")
     parser.add_argument(
@@ -48,14 +50,15 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
 def main(argv: Optional[List[str]] = None) -> str:
     """Run the conversion; returns the output path."""
     args = parse_args(argv)
-    state_dict = load_state_dict_file(args.input)
+    source = local_weight_file(args.input)
+    state_dict = load_state_dict_file(source)
     checkpoint = timm_detectron2_checkpoint(
         state_dict,
         args.model,
         prefix=args.prefix,
         in_chans=args.in_chans,
         require_all=not args.allow_missing,
-        source=args.input,
+        source=source,
     )
     os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
     torch.save(checkpoint, args.output)

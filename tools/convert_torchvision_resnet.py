@@ -2,6 +2,9 @@
 """Convert a local torchvision ResNet state dict (.pth / .safetensors) into a detectron2 checkpoint.
 
     python tools/convert_torchvision_resnet.py resnet50-0676ba61.pth R-50-torchvision.pth
+    python tools/convert_torchvision_resnet.py torchvision://resnet50 R-50-torchvision.pth   # fetched into the cache
+
+``MODEL.WEIGHTS torchvision://resnet50`` does the same conversion on the fly; this tool is the manual route.
 
 The output ``{"model": {"backbone.<detectron2 name>": tensor}, "__author__": "torchvision",
 "matching_heuristics": False}`` loads with detectron2's ``DetectionCheckpointer`` or
@@ -22,14 +25,20 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import aqformer_d2  # noqa: E402,F401  (detectron2 compatibility before detectron2 imports)
-from aqformer_d2.checkpoint import load_state_dict_file, torchvision_resnet_to_detectron2_checkpoint  # noqa: E402
+from aqformer_d2.checkpoint import (  # noqa: E402
+    load_state_dict_file,
+    local_weight_file,
+    torchvision_resnet_to_detectron2_checkpoint,
+)
 
 logger = logging.getLogger("convert_torchvision_resnet")
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("input", help="torchvision ResNet state dict (.pth/.pt/.bin/.safetensors)")
+    parser.add_argument(
+        "input", help="torchvision ResNet state dict (.pth/.pt/.bin/.safetensors) or torchvision://resnet50"
+    )
     parser.add_argument("output", help="detectron2 checkpoint to write (.pth)")
     parser.add_argument(
         "--prefix", default="backbone.",
@@ -41,8 +50,9 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
 def main(argv: Optional[List[str]] = None) -> str:
     """Run the conversion; returns the output path."""
     args = parse_args(argv)
-    state_dict = load_state_dict_file(args.input)
-    checkpoint = torchvision_resnet_to_detectron2_checkpoint(state_dict, prefix=args.prefix, source=args.input)
+    source = local_weight_file(args.input)
+    state_dict = load_state_dict_file(source)
+    checkpoint = torchvision_resnet_to_detectron2_checkpoint(state_dict, prefix=args.prefix, source=source)
     out_dir = os.path.dirname(os.path.abspath(args.output))
     os.makedirs(out_dir, exist_ok=True)
     torch.save(checkpoint, args.output)

@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from .loading import load_state_dict_file
+from .url_schemes import local_weight_file
 from .state_dict_report import LoadReport, load_state_dict_with_report, to_tensor_state_dict
 
 __all__ = [
@@ -136,11 +137,11 @@ def torchvision_resnet_to_detectron2_checkpoint(
 
 
 def load_torchvision_resnet(resnet: nn.Module, path: str, *, strict: bool = True) -> LoadReport:
-    """Load a local torchvision ResNet ``.pth`` / ``.safetensors`` into a detectron2 ``ResNet`` directly.
+    """Load a torchvision ResNet ``.pth`` / ``.safetensors`` into a detectron2 ``ResNet`` directly.
 
     Args:
         resnet: a detectron2 ``ResNet`` (from ``build_resnet_backbone``).
-        path: the torchvision state dict file.
+        path: the torchvision state dict file, or ``torchvision://resnet50`` (fetched into the cache).
         strict: raise :class:`~aqformer_d2.checkpoint.StateDictLoadError` if a backbone key is missing
             or mismatched (unexpected keys, e.g. stages the backbone does not build, are always errors
             in strict mode).
@@ -148,5 +149,6 @@ def load_torchvision_resnet(resnet: nn.Module, path: str, *, strict: bool = True
     Returns:
         the :class:`~aqformer_d2.checkpoint.LoadReport`.
     """
-    converted, _ = convert_torchvision_resnet_state_dict(load_state_dict_file(path), source=path)
-    return load_state_dict_with_report(resnet, converted, source=path, strict=strict)
+    local = local_weight_file(path)
+    converted, _ = convert_torchvision_resnet_state_dict(load_state_dict_file(local), source=local)
+    return load_state_dict_with_report(resnet, converted, source=local, strict=strict)

@@ -16,9 +16,8 @@ Optional PCA post-processing (``vggish_pca_params-970ea276.pth``) reproduces tor
 """
 import logging
 import os
-from collections import OrderedDict
 from collections.abc import Mapping
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -27,6 +26,20 @@ from torch import nn
 
 from aqformer_d2.audio.logmel import NUM_FRAMES, NUM_MEL_BINS, waveform_to_examples
 from aqformer_d2.checkpoint.loading import load_checkpoint_file
+from aqformer_d2.checkpoint.url_schemes import local_weight_file
+from aqformer_d2.checkpoint.torchvggish_convert import BLOCK_CONVS as _BLOCK_CONVS
+from aqformer_d2.checkpoint.torchvggish_convert import POOLED_HW as _POOLED_HW
+from aqformer_d2.checkpoint.torchvggish_convert import (  # noqa: F401  (re-exported: VGGish's layout lives there)
+    PCA_EIGEN_VECTORS_NAME,
+    PCA_MEANS_NAME,
+    VGGISH_CONV_CHANNELS,
+    VGGISH_FC_DIMS,
+    VGGISH_OUT_DIM,
+    as_float_tensor as _as_float_tensor,
+    convert_torchvggish_state_dict,
+    describe_value as _describe,
+    vggish_state_dict_shapes,
+)
 
 from .build import AUDIO_ENCODER_REGISTRY
 
@@ -41,77 +54,20 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-VGGISH_CONV_CHANNELS = (64, 128, 256, 512)
-VGGISH_FC_DIMS = (4096, 4096)
-VGGISH_OUT_DIM = 128
-# Convolutions per block (each block ends with a 2x2 max pool).
-_BLOCK_CONVS = (1, 1, 2, 2)
-# Spatial size of an example [96 frames, 64 mel bands] after the four 2x2 pools.
-_POOLED_HW = (NUM_FRAMES // 16, NUM_MEL_BINS // 16)  # (6, 4)
-# torchvggish / AudioSet PCA parameters and quantisation range.
-PCA_EIGEN_VECTORS_NAME = "pca_eigen_vectors"
-PCA_MEANS_NAME = "pca_means"
+# torchvggish / AudioSet quantisation range of the PCA post-processing.
 QUANTIZE_MIN_VAL = -2.0
 QUANTIZE_MAX_VAL = 2.0
 
 
-def _check_positive_ints(name: str, values: Sequence[Any], length: Optional[int] = None) -> Tuple[int, ...]:
-    values = tuple(values)
-    if length is not None and len(values) != length:
-        raise ValueError(f"VGGish: {name} must have {length} entries, got {list(values)}")
-    for v in values:
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
-            raise ValueError(f"VGGish: {name} must hold positive integers, got {list(values)}")
-    return tuple(int(v) for v in values)
-
-
-def vggish_state_dict_shapes(
-    conv_channels: Sequence[int] = VGGISH_CONV_CHANNELS,
-    fc_dims: Sequence[int] = VGGISH_FC_DIMS,
-    out_dim: int = VGGISH_OUT_DIM,
-) -> "OrderedDict[str, Tuple[int, ...]]":
-    """Key -> shape of the VGGish state dict in torchvggish's layout (without PCA buffers)."""
-    conv_channels = _check_positive_ints("conv_channels", conv_channels, len(_BLOCK_CONVS))
-    fc_dims = _check_positive_ints("fc_dims", fc_dims)
-    (out_dim,) = _check_positive_ints("out_dim", [out_dim])
-    shapes: "OrderedDict[str, Tuple[int, ...]]" = OrderedDict()
-    index, in_ch = 0, 1
-    for width, num_convs in zip(conv_channels, _BLOCK_CONVS):
-        for _ in range(num_convs):
-            shapes[f"features.{index}.weight"] = (width, in_ch, 3, 3)
-            shapes[f"features.{index}.bias"] = (width,)
-            index += 2  # conv, relu
-            in_ch = width
-        index += 1  # pool
-    in_features = in_ch * _POOLED_HW[0] * _POOLED_HW[1]
-    for j, dim in enumerate(list(fc_dims) + [out_dim]):
-        shapes[f"embeddings.{2 * j}.weight"] = (dim, in_features)
-        shapes[f"embeddings.{2 * j}.bias"] = (dim,)
-        in_features = dim
-    return shapes
-
-
 def load_torch_file(path: Union[str, os.PathLike], what: str) -> Any:
-    """Read a local ``.pth`` safely: :func:`aqformer_d2.checkpoint.load_checkpoint_file`
+    """Read a ``.pth`` safely: :func:`aqformer_d2.checkpoint.load_checkpoint_file`
     (``torch.load(weights_only=True)``, numpy arrays allowed, no other code can run). ``what`` names the
-    file's role in the error raised when it is missing."""
-    path = os.fspath(path)
+    file's role in the error raised when it is missing. ``path`` may be a weight URL such as
+    ``torchvggish://vggish`` (fetched into the cache as released, see :mod:`aqformer_d2.checkpoint.url_schemes`)."""
+    path = local_weight_file(os.fspath(path))
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path}: {what} file not found")
     return load_checkpoint_file(path)
-
-
-def _describe(value: Any) -> str:
-    """Shape of a tensor as a list, or the type name of anything else (for error messages)."""
-    return str(list(value.shape)) if isinstance(value, torch.Tensor) else type(value).__name__
-
-
-def _as_float_tensor(value: Any, path: str, key: str) -> torch.Tensor:
-    if isinstance(value, np.ndarray):
-        value = torch.from_numpy(np.ascontiguousarray(value))
-    if not isinstance(value, torch.Tensor) or not torch.is_floating_point(value):
-        raise ValueError(f"{path}: entry {key!r} must be a floating-point tensor or array, got {type(value).__name__}")
-    return value.to(torch.float32)
 
 
 def load_vggish_pca_params(path: Union[str, os.PathLike]) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -197,9 +153,10 @@ class VGGish(nn.Module):
             conv_channels: widths of the 4 conv blocks (1, 1, 2, 2 convs each). VGGish: 64, 128, 256, 512.
             fc_dims: widths of the hidden fully connected layers. VGGish: 4096, 4096.
             out_dim: embedding width C_a. VGGish: 128.
-            weights: local torchvggish state dict (``vggish-10086976.pth`` for the default widths),
-                loaded strictly; "" keeps the random initialisation.
-            pca_weights: local ``vggish_pca_params-970ea276.pth``; "" disables PCA post-processing.
+            weights: torchvggish state dict (``vggish-10086976.pth`` for the default widths), a local
+                path or ``torchvggish://vggish``, loaded strictly; "" keeps the random initialisation.
+            pca_weights: ``vggish_pca_params-970ea276.pth``, a local path or ``torchvggish://vggish_pca``;
+                "" disables PCA post-processing.
             freeze: no gradients for the parameters, and the module stays in eval mode.
         """
         super().__init__()
@@ -309,87 +266,3 @@ class VGGish(nn.Module):
         p = next(self.parameters())
         examples = waveform_to_examples(waveform, sample_rate).to(device=p.device, dtype=p.dtype)  # [T, 1, 96, 64]
         return self(examples)  # [T, out_dim]
-
-
-def _infer_vggish_widths(state_dict: Mapping, source: str) -> Tuple[List[int], List[int], int]:
-    """(conv_channels, fc_dims, out_dim) from the weight shapes of a torchvggish-layout state dict."""
-    conv_widths: List[Tuple[int, int]] = []
-    fc_widths: List[Tuple[int, int]] = []
-    for key, value in state_dict.items():
-        parts = key.split(".")
-        if len(parts) != 3 or parts[2] != "weight" or not parts[1].isdigit() or not isinstance(value, torch.Tensor):
-            continue
-        if parts[0] == "features" and value.ndim == 4:
-            conv_widths.append((int(parts[1]), value.shape[0]))
-        elif parts[0] == "embeddings" and value.ndim == 2:
-            fc_widths.append((int(parts[1]), value.shape[0]))
-    conv_widths.sort()
-    fc_widths.sort()
-    if len(conv_widths) != sum(_BLOCK_CONVS) or len(fc_widths) < 1:
-        raise ValueError(
-            f"{source}: not a torchvggish VGGish state dict: found {len(conv_widths)} conv weights "
-            f"(need {sum(_BLOCK_CONVS)}) and {len(fc_widths)} linear weights under features.* / embeddings.*"
-        )
-    firsts = np.cumsum((0,) + _BLOCK_CONVS[:-1])  # index of each block's first conv
-    conv_channels = [int(conv_widths[i][1]) for i in firsts]
-    dims = [int(w) for _, w in fc_widths]
-    return conv_channels, dims[:-1], dims[-1]
-
-
-def convert_torchvggish_state_dict(
-    state_dict: Mapping,
-    pca_params: Optional[Mapping] = None,
-    prefix: str = "audio_encoder.",
-    source: str = "state dict",
-) -> "OrderedDict[str, torch.Tensor]":
-    """Re-key a torchvggish state dict (and optional PCA params) for the full AQFormer model.
-
-    Args:
-        state_dict: torchvggish layout (``vggish-10086976.pth``, or the same layout with other
-            widths); checked strictly against :func:`vggish_state_dict_shapes` of the widths read
-            from its own weight shapes.
-        pca_params: optional ``{"pca_eigen_vectors": [D, D], "pca_means": [D] or [D, 1]}``
-            (tensors or numpy arrays), written as ``pproc.pca_matrix`` / ``pproc.pca_means``.
-        prefix: module path of the audio encoder in the model ("audio_encoder.").
-        source: name used in error messages (the file name).
-
-    Returns:
-        ``OrderedDict`` ``prefix + key -> tensor`` (values copied unchanged, PCA as float32).
-    """
-    if not isinstance(state_dict, Mapping):
-        raise ValueError(f"{source}: expected a state dict, got {type(state_dict).__name__}")
-    conv_channels, fc_dims, out_dim = _infer_vggish_widths(state_dict, source)
-    expected = vggish_state_dict_shapes(conv_channels, fc_dims, out_dim)
-    missing = [k for k in expected if k not in state_dict]
-    unexpected = [k for k in state_dict if k not in expected]
-    mismatched = [
-        f"{k}: {_describe(state_dict[k])} vs {list(shape)}"
-        for k, shape in expected.items()
-        if k in state_dict
-        and (not isinstance(state_dict[k], torch.Tensor) or tuple(state_dict[k].shape) != tuple(shape))
-    ]
-    if missing or unexpected or mismatched:
-        raise ValueError(
-            f"{source}: does not match the torchvggish layout (conv_channels={conv_channels}, fc_dims={fc_dims}, "
-            f"out_dim={out_dim}): missing keys {missing}; unexpected keys {unexpected}; shape mismatches {mismatched}"
-        )
-    out: "OrderedDict[str, torch.Tensor]" = OrderedDict(
-        (prefix + k, state_dict[k].detach().clone()) for k in expected
-    )
-    if pca_params is not None:
-        if not isinstance(pca_params, Mapping):
-            raise ValueError(f"{source}: PCA parameters must be a dict, got {type(pca_params).__name__}")
-        keys = {PCA_EIGEN_VECTORS_NAME, PCA_MEANS_NAME}
-        if set(pca_params) != keys:
-            raise ValueError(
-                f"{source}: PCA parameters must hold exactly {sorted(keys)}, got {sorted(map(str, pca_params))}"
-            )
-        matrix = _as_float_tensor(pca_params[PCA_EIGEN_VECTORS_NAME], source, PCA_EIGEN_VECTORS_NAME)
-        means = _as_float_tensor(pca_params[PCA_MEANS_NAME], source, PCA_MEANS_NAME)
-        if tuple(matrix.shape) != (out_dim, out_dim) or means.numel() != out_dim:
-            raise ValueError(
-                f"{source}: PCA shapes {list(matrix.shape)} / {list(means.shape)} do not fit embedding width {out_dim}"
-            )
-        out[prefix + "pproc.pca_matrix"] = matrix.clone()  # [D, D]
-        out[prefix + "pproc.pca_means"] = means.reshape(out_dim, 1).clone()  # [D, 1]
-    return out

@@ -1,10 +1,11 @@
 """Any timm ``features_only`` model as a detectron2 backbone (the paper uses PVT-v2-b5).
 
 ``AQTimmBackbone`` is registered in detectron2's ``BACKBONE_REGISTRY``; set
-``MODEL.BACKBONE.NAME = "AQTimmBackbone"`` and ``MODEL.TIMM_BACKBONE.*``. Nothing is downloaded
-(``pretrained=False`` always); ImageNet weights come from a local file in
-``MODEL.TIMM_BACKBONE.WEIGHTS`` (a timm classification checkpoint, head included, or a features-only
-one), read with ``torch.load(weights_only=True)`` or safetensors.
+``MODEL.BACKBONE.NAME = "AQTimmBackbone"`` and ``MODEL.TIMM_BACKBONE.*``. timm never downloads
+(``pretrained=False`` always); ImageNet weights come from ``MODEL.TIMM_BACKBONE.WEIGHTS``: a local file (a
+timm classification checkpoint, head included, or a features-only one) or ``timm://<model>`` (timm's
+pretrained file, fetched into AQFormer's verified cache, see :mod:`aqformer_d2.checkpoint.url_schemes`),
+read with ``torch.load(weights_only=True)`` or safetensors.
 
 timm ImageNet weights expect RGB input normalised with ImageNet mean/std in 0-255 units
 (``MODEL.PIXEL_MEAN = [123.675, 116.28, 103.53]``, ``MODEL.PIXEL_STD = [58.395, 57.12, 57.375]``).
@@ -29,6 +30,7 @@ from aqformer_d2.checkpoint import (
     create_timm_classification_model,
     load_state_dict_file,
     load_state_dict_with_report,
+    local_weight_file,
     timm_feature_name_map,
 )
 
@@ -126,7 +128,8 @@ class AQTimmBackbone(Backbone):
             out_features: names given to those levels, same length, e.g. ["res2", "res3", "res4", "res5"].
             in_channels: input image channels.
             freeze_at: freeze the first ``freeze_at`` timm feature levels (see :func:`freeze_timm_feature_levels`).
-            weights: local timm checkpoint (.pth/.bin/.pt/.safetensors), "" = random initialisation.
+            weights: timm checkpoint (.pth/.bin/.pt/.safetensors) or ``timm://<model>``, "" = random
+                initialisation.
                 Classification checkpoints are accepted: head / unused keys are reported and ignored;
                 a missing backbone key raises :class:`~aqformer_d2.checkpoint.StateDictLoadError`.
             timm_kwargs: extra ``timm.create_model`` kwargs (e.g. ``{"drop_path_rate": 0.1}``).
@@ -188,13 +191,13 @@ class AQTimmBackbone(Backbone):
         }
 
     def load_timm_weights(self, path: str) -> LoadReport:
-        """Load a local timm checkpoint (classification or features naming) into ``self.body``.
+        """Load a timm checkpoint (local file or ``timm://`` URL; classification or features naming) into ``self.body``.
 
         Head and other keys without a place in the features model are reported as unexpected and
         ignored. Raises :class:`~aqformer_d2.checkpoint.StateDictLoadError` (with a table naming the
         file) if any features-model key is missing or has a different shape.
         """
-        state_dict = load_state_dict_file(path)
+        state_dict = load_state_dict_file(local_weight_file(path))
         renamed, leftover = convert_timm_state_dict(state_dict, self._name_map, self.body.state_dict().keys())
         # Leftover keys go in under their own names so that the report lists them as unexpected (ignored).
         combined = dict(renamed)

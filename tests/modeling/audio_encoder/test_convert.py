@@ -83,7 +83,8 @@ def test_tool_writes_checkpoint_loadable_by_detectron2(tmp_path):
     rc = tool.main([str(tmp_path / "vggish.pth"), "--pca", str(tmp_path / "pca.pth"), "-o", str(out_path)])
     assert rc == 0
     ckpt = torch.load(out_path, weights_only=True)
-    assert set(ckpt) == {"model"} and len(ckpt["model"]) == len(TINY_SHAPES) + 2
+    assert set(ckpt) == {"model", "__author__", "matching_heuristics"} and len(ckpt["model"]) == len(TINY_SHAPES) + 2
+    assert ckpt["__author__"] == "torchvggish" and ckpt["matching_heuristics"] is False
 
     model = _Model(pca=True)
     head_before = model.head.weight.detach().clone()

@@ -1,0 +1,460 @@
+"""Pretrained weights by name: ``torchvision://``, ``torchvggish://``, ``timm://`` and ``detectron2://`` URLs.
+
+Registered with detectron2's ``PathManager`` (iopath) on ``import aqformer_d2``, so that
+``MODEL.WEIGHTS torchvision://resnet50`` works like detectron2's own ``detectron2://`` URLs: the file is
+downloaded once into the cache of :mod:`aqformer_d2.checkpoint.weight_cache` (hash-checked, atomic) and
+loaded from there by ``AQCheckpointer``'s safe loaders.
+
+Each URL has two local forms:
+
+* ``"checkpoint"`` (what ``PathManager.get_local_path(url)`` returns, hence what ``MODEL.WEIGHTS`` gets): a
+  whole-model detectron2 checkpoint. torchvision, timm and torchvggish files are converted on first use
+  with the package's converters and the result is cached next to the download (``<name>.d2.pth``, with a
+  ``.json`` record of the source hash and converter); ``detectron2://`` files are used as they are.
+* ``"original"`` (``get_local_path(url, form="original")``, used by the component options
+  ``MODEL.AUDIO_ENCODER.WEIGHTS`` / ``PCA_WEIGHTS``, ``MODEL.TIMM_BACKBONE.WEIGHTS`` and the converter
+  tools): the downloaded file itself.
+
+Names and where their URLs come from:
+
+* ``torchvision://resnet50``: ``resnet50-0676ba61.pth``, torchvision 0.29.1's
+  ``ResNet50_Weights.IMAGENET1K_V1.url``;
+* ``torchvggish://vggish`` / ``torchvggish://vggish_pca``: ``vggish-10086976.pth`` /
+  ``vggish_pca_params-970ea276.pth``, ``model_urls`` of harritaylor/torchvggish's ``hubconf.py``;
+* ``timm://<model>[.<tag>]``: ``model.safetensors`` of the Hugging Face repo that timm's pretrained
+  config names (``timm.models.get_pretrained_cfg(name).hf_hub_id``);
+* ``detectron2://<path>``: ``<path>`` below detectron2's ``Detectron2Handler.S3_DETECTRON2_PREFIX``
+  (``https://dl.fbaipublicfiles.com/detectron2/``).
+
+The hex part of the torchvision and torchvggish names is a SHA-256 prefix by torch hub's convention and
+is checked; timm (Hugging Face) and detectron2 files get their hash recorded at first download.
+
+Each scheme's base URL can be replaced by an environment variable (a mirror, or a test server):
+``AQFORMER_TORCHVISION_BASE_URL``, ``AQFORMER_TORCHVGGISH_BASE_URL``, ``AQFORMER_TIMM_BASE_URL`` and
+``AQFORMER_DETECTRON2_BASE_URL``; the file's path below the base stays the same.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import os
+import posixpath
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
+
+import torch
+from detectron2.utils.file_io import PathHandler, PathManager
+from iopath.common.file_io import file_lock
+
+# Modules, not names: torchvision_resnet imports this module (its loader accepts weight URLs).
+from . import timm_convert, torchvggish_convert, torchvision_resnet
+from .loading import load_checkpoint_file, load_state_dict_file
+from .weight_cache import (
+    fetch_verified,
+    hash_prefix_from_name,
+    sha256_of_file,
+    weights_cache_dir,
+    write_file_atomic,
+)
+
+__all__ = [
+    "CHECKPOINT_FORM",
+    "ORIGINAL_FORM",
+    "SCHEMES",
+    "TORCHVGGISH_FILES",
+    "TORCHVISION_FILES",
+    "WeightSource",
+    "WeightURLHandler",
+    "fetch_weights",
+    "is_weight_url",
+    "local_weight_file",
+    "register_weight_url_handler",
+    "resolve_weight_url",
+]
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINT_FORM = "checkpoint"
+ORIGINAL_FORM = "original"
+_FORMS = (CHECKPOINT_FORM, ORIGINAL_FORM)
+
+# Scheme -> default base URL. The environment variable AQFORMER_<SCHEME>_BASE_URL replaces it.
+SCHEMES: Dict[str, str] = {
+    # torchvision 0.29.1, torchvision/models/resnet.py: every ImageNet ResNet URL starts with this.
+    "torchvision": "https://download.pytorch.org/models",
+    # harritaylor/torchvggish, hubconf.py: model_urls = {"vggish": ".../releases/download/v0.1/vggish-10086976.pth",
+    # "pca": ".../releases/download/v0.1/vggish_pca_params-970ea276.pth"}.
+    "torchvggish": "https://github.com/harritaylor/torchvggish/releases/download/v0.1",
+    # huggingface_hub (installed with timm 1.0.31), constants.py: HUGGINGFACE_CO_URL_TEMPLATE =
+    # "https://huggingface.co/{repo_id}/resolve/{revision}/{filename}".
+    "timm": "https://huggingface.co",
+    # detectron2 v0.6, detectron2/utils/file_io.py: Detectron2Handler.S3_DETECTRON2_PREFIX.
+    "detectron2": "https://dl.fbaipublicfiles.com/detectron2",
+}
+
+# torchvision://<name> -> released file name. From torchvision 0.29.1 (torchvision/models/resnet.py):
+# ResNet50_Weights.IMAGENET1K_V1.url == "https://download.pytorch.org/models/resnet50-0676ba61.pth".
+# AVSBench (avs_scripts/avs_s4/config.py) used "resnet50-19c8e357.pth", the same IMAGENET1K_V1 weights
+# in torch's legacy serialisation; torchvision re-saved them under the new name (pytorch/vision#2068).
+TORCHVISION_FILES: Dict[str, str] = {
+    "resnet50": "resnet50-0676ba61.pth",
+}
+
+# torchvggish://<name> -> released file name (harritaylor/torchvggish hubconf.py, release v0.1).
+TORCHVGGISH_FILES: Dict[str, str] = {
+    "vggish": "vggish-10086976.pth",
+    "vggish_pca": "vggish_pca_params-970ea276.pth",
+}
+# The PCA parameters have no whole-model form: they only go to this option.
+_TORCHVGGISH_WITHOUT_CHECKPOINT_FORM = {"vggish_pca": "MODEL.AUDIO_ENCODER.PCA_WEIGHTS"}
+
+# timm's hub loader (timm/models/_hub.py, load_state_dict_from_hf) tries HF_SAFE_WEIGHTS_NAME first.
+TIMM_HF_FILENAME = "model.safetensors"
+TIMM_HF_REVISION = "main"
+
+# Suffix of a converted (whole-model) file, written next to the downloaded one.
+CONVERTED_SUFFIX = ".d2.pth"
+
+
+@dataclass(frozen=True)
+class Converter:
+    """How a downloaded file becomes a whole-model detectron2 checkpoint.
+
+    Attributes:
+        name: identifies the conversion (recorded with the converted file; a change re-converts).
+        convert: local file path -> ``{"model": {...}, "__author__": ..., "matching_heuristics": False}``.
+        command: the manual equivalent, with ``{input}`` / ``{output}`` placeholders.
+    """
+
+    name: str
+    convert: Callable[[str], Dict[str, Any]]
+    command: str
+
+
+@dataclass(frozen=True)
+class WeightSource:
+    """One weight file reachable by URL.
+
+    Attributes:
+        url: the name the user gave (``torchvision://resnet50``).
+        download_url: where the file is downloaded from.
+        cache_path: where it is kept.
+        hash_prefix: SHA-256 prefix from the released file name, or None (hash recorded at first download).
+        converter: how to make the whole-model form; None when the file already is one (``detectron2://``).
+        checkpoint_form_note: set when there is no whole-model form: says which option takes the file.
+    """
+
+    url: str
+    download_url: str
+    cache_path: str
+    hash_prefix: Optional[str]
+    converter: Optional[Converter]
+    checkpoint_form_note: str = ""
+
+    @property
+    def converted_path(self) -> str:
+        """Where the converted whole-model checkpoint is cached."""
+        stem, _ = os.path.splitext(self.cache_path)
+        return stem + CONVERTED_SUFFIX
+
+
+def _torchvision_resnet_converter() -> Converter:
+    def convert(path: str) -> Dict[str, Any]:
+        state = load_state_dict_file(path)
+        return torchvision_resnet.torchvision_resnet_to_detectron2_checkpoint(state, prefix="backbone.", source=path)
+
+    return Converter(
+        name="torchvision_resnet_to_detectron2_checkpoint(prefix='backbone.')",
+        convert=convert,
+        command="python tools/convert_torchvision_resnet.py {input} {output}",
+    )
+
+
+def _timm_converter(model_name: str) -> Converter:
+    def convert(path: str) -> Dict[str, Any]:
+        state = load_state_dict_file(path)
+        return timm_convert.timm_detectron2_checkpoint(state, model_name, prefix="backbone.body.", source=path)
+
+    return Converter(
+        name=f"timm_detectron2_checkpoint({model_name!r}, prefix='backbone.body.')",
+        convert=convert,
+        command=f"python tools/convert_timm_backbone.py {{input}} {{output}} --model {model_name}",
+    )
+
+
+def _torchvggish_converter() -> Converter:
+    def convert(path: str) -> Dict[str, Any]:
+        state = load_checkpoint_file(path)
+        return torchvggish_convert.torchvggish_to_detectron2_checkpoint(state, prefix="audio_encoder.", source=path)
+
+    return Converter(
+        name="torchvggish_to_detectron2_checkpoint(prefix='audio_encoder.')",
+        convert=convert,
+        command="python tools/convert_vggish.py {input} -o {output}",
+    )
+
+
+def _base_url(scheme: str) -> str:
+    env = f"AQFORMER_{scheme.upper()}_BASE_URL"
+    return (os.environ.get(env) or SCHEMES[scheme]).rstrip("/")
+
+
+def _cache_file(scheme: str, relpath: str) -> str:
+    # each scheme's files sit in a sub-folder of the cache named after it
+    return os.path.join(weights_cache_dir(), scheme, *relpath.split("/"))
+
+
+def _split_url(url: str) -> Tuple[str, str]:
+    scheme, sep, name = url.partition("://")
+    if not sep or scheme not in SCHEMES:
+        raise ValueError(f"{url}: not a weight URL (schemes: {', '.join(s + '://' for s in SCHEMES)})")
+    if not name:
+        raise ValueError(f"{url}: no name after '{scheme}://'")
+    return scheme, name
+
+
+def _from_table(url: str, scheme: str, name: str, table: Mapping[str, str]) -> str:
+    if name not in table:
+        raise ValueError(f"{url}: unknown {scheme} weights {name!r}; known: {sorted(table)}")
+    return table[name]
+
+
+def _resolve_torchvision(url: str, name: str) -> WeightSource:
+    filename = _from_table(url, "torchvision", name, TORCHVISION_FILES)
+    return WeightSource(
+        url=url,
+        download_url=f"{_base_url('torchvision')}/{filename}",
+        cache_path=_cache_file("torchvision", filename),
+        hash_prefix=hash_prefix_from_name(filename),
+        converter=_torchvision_resnet_converter(),
+    )
+
+
+def _resolve_torchvggish(url: str, name: str) -> WeightSource:
+    filename = _from_table(url, "torchvggish", name, TORCHVGGISH_FILES)
+    note = _TORCHVGGISH_WITHOUT_CHECKPOINT_FORM.get(name, "")
+    return WeightSource(
+        url=url,
+        download_url=f"{_base_url('torchvggish')}/{filename}",
+        cache_path=_cache_file("torchvggish", filename),
+        hash_prefix=hash_prefix_from_name(filename),
+        converter=None if note else _torchvggish_converter(),
+        checkpoint_form_note=f"{url} has no whole-model checkpoint form; pass it as {note}" if note else "",
+    )
+
+
+def _resolve_timm(url: str, name: str) -> WeightSource:
+    import timm
+    from timm.models import get_pretrained_cfg
+
+    architecture = name.split(".", 1)[0]
+    if not timm.is_model(architecture):
+        raise ValueError(f"{url}: timm {timm.__version__} has no model named {architecture!r}")
+    cfg = get_pretrained_cfg(name)
+    if cfg is None:
+        raise ValueError(f"{url}: timm {timm.__version__} has no pretrained config named {name!r}")
+    if not cfg.hf_hub_id:
+        raise ValueError(
+            f"{url}: timm's pretrained config for {name!r} names no Hugging Face hub id (url={cfg.url!r}); "
+            "download the weights yourself and pass the local file"
+        )
+    repo_id = cfg.hf_hub_id
+    filename = cfg.hf_hub_filename or TIMM_HF_FILENAME
+    return WeightSource(
+        url=url,
+        download_url=f"{_base_url('timm')}/{repo_id}/resolve/{TIMM_HF_REVISION}/{filename}",
+        cache_path=_cache_file("timm", f"{repo_id}/{filename}"),
+        hash_prefix=None,
+        converter=_timm_converter(cfg.architecture or architecture),
+    )
+
+
+def _resolve_detectron2(url: str, name: str) -> WeightSource:
+    relpath = posixpath.normpath(name)
+    if relpath.startswith(("/", "..")) or relpath == ".":
+        raise ValueError(f"{url}: the path after 'detectron2://' must stay below detectron2's model zoo")
+    return WeightSource(
+        url=url,
+        download_url=f"{_base_url('detectron2')}/{relpath}",
+        cache_path=_cache_file("detectron2", relpath),
+        hash_prefix=None,
+        converter=None,
+    )
+
+
+_RESOLVERS: Dict[str, Callable[[str, str], WeightSource]] = {
+    "torchvision": _resolve_torchvision,
+    "torchvggish": _resolve_torchvggish,
+    "timm": _resolve_timm,
+    "detectron2": _resolve_detectron2,
+}
+
+
+def is_weight_url(path: Any) -> bool:
+    """Whether ``path`` is a string starting with one of :data:`SCHEMES` followed by ``://``."""
+    if not isinstance(path, str):
+        return False
+    scheme, sep, _ = path.partition("://")
+    return bool(sep) and scheme in SCHEMES
+
+
+def resolve_weight_url(url: str) -> WeightSource:
+    """Where a weight URL is downloaded from and cached (no network access).
+
+    Raises:
+        ValueError: unknown scheme or name (the message lists the known ones).
+    """
+    scheme, name = _split_url(url)
+    return _RESOLVERS[scheme](url, name)
+
+
+def _offline_hint(source: WeightSource, form: str) -> str:
+    """What to do by hand when ``source`` cannot be downloaded."""
+    filename = os.path.basename(source.cache_path)
+    check = (
+        f"it is checked against the SHA-256 prefix {source.hash_prefix} in its name"
+        if source.hash_prefix
+        else "its SHA-256 is recorded on first use"
+    )
+    hint = (
+        f"On a machine without internet access: download {source.download_url} elsewhere and copy it to "
+        f"{source.cache_path} ({check}), then run again"
+    )
+    if form == CHECKPOINT_FORM and source.converter is not None:
+        command = source.converter.command.format(input=filename, output=os.path.basename(source.converted_path))
+        return (
+            f"{hint} (it is converted on first use); or convert the downloaded file yourself with "
+            f"`{command}` and pass the output file as MODEL.WEIGHTS."
+        )
+    return f"{hint}; or pass the downloaded file's local path instead of {source.url}."
+
+
+def _read_conversion_record(path: str) -> Optional[Dict[str, Any]]:
+    record = path + ".json"
+    if not os.path.isfile(record):
+        return None
+    with open(record, "r", encoding="utf-8") as f:
+        try:
+            data = json.load(f)
+        except json.JSONDecodeError:
+            logger.warning("%s: unreadable conversion record; converting again", record)
+            return None
+    return data if isinstance(data, dict) else None
+
+
+def _converted_file_is_current(source: WeightSource, source_sha256: str) -> bool:
+    """The cached converted file exists, came from this download with this converter, and is intact."""
+    path = source.converted_path
+    record = _read_conversion_record(path)
+    if not os.path.isfile(path) or record is None:
+        return False
+    if record.get("source_sha256") != source_sha256 or record.get("converter") != source.converter.name:
+        logger.info("%s: made from another file or by another converter; converting again", path)
+        return False
+    if record.get("sha256") != sha256_of_file(path):
+        logger.warning("%s: does not match its conversion record (corrupt); converting again", path)
+        return False
+    return True
+
+
+def _convert_cached(source: WeightSource) -> str:
+    """Convert the (verified) cached download into a whole-model checkpoint next to it; returns its path."""
+    path = source.converted_path
+    with file_lock(path):
+        source_sha256 = sha256_of_file(source.cache_path)
+        if _converted_file_is_current(source, source_sha256):
+            logger.info("%s: using cached conversion %s", source.url, path)
+            return path
+        logger.info("%s: converting %s with %s", source.url, source.cache_path, source.converter.name)
+        checkpoint = source.converter.convert(source.cache_path)
+        # serialised in memory, then written to a temporary file and renamed: a cut-off conversion
+        # leaves nothing behind
+        buffer = io.BytesIO()
+        torch.save(checkpoint, buffer)
+        data = buffer.getvalue()
+        record = {
+            "source": os.path.basename(source.cache_path),
+            "source_sha256": source_sha256,
+            "converter": source.converter.name,
+            "sha256": hashlib.sha256(data).hexdigest(),
+        }
+        write_file_atomic(path, data)
+        write_file_atomic(path + ".json", (json.dumps(record, indent=1) + "\n").encode("utf-8"))
+        logger.info("%s: wrote %s (%d tensors)", source.url, path, len(checkpoint["model"]))
+        return path
+
+
+def fetch_weights(url: str, *, form: str = CHECKPOINT_FORM, force: bool = False) -> str:
+    """Local path of a weight URL: download (once, verified) and, for ``form="checkpoint"``, convert.
+
+    Args:
+        url: ``torchvision://...``, ``torchvggish://...``, ``timm://...`` or ``detectron2://...``.
+        form: ``"checkpoint"`` (whole-model detectron2 checkpoint, for ``MODEL.WEIGHTS``) or
+            ``"original"`` (the released file, for component options and the converter tools).
+        force: download again even if cached.
+
+    Raises:
+        ValueError: unknown scheme / name / form, or no whole-model form exists for ``url``.
+        aqformer_d2.checkpoint.weight_cache.WeightDownloadError: cannot download (the message names the
+            URL, the cache path and the manual route).
+        aqformer_d2.checkpoint.weight_cache.WeightHashError: the file does not match its hash.
+    """
+    if form not in _FORMS:
+        raise ValueError(f"{url}: form must be one of {_FORMS}, got {form!r}")
+    source = resolve_weight_url(url)
+    if form == CHECKPOINT_FORM and source.checkpoint_form_note:
+        raise ValueError(source.checkpoint_form_note)
+    fetch_verified(
+        source.download_url,
+        source.cache_path,
+        hash_prefix=source.hash_prefix,
+        what=url,
+        hint=_offline_hint(source, form),
+        force=force,
+    )
+    if form == ORIGINAL_FORM or source.converter is None:
+        return source.cache_path
+    return _convert_cached(source)
+
+
+def local_weight_file(path: str, *, form: str = ORIGINAL_FORM) -> str:
+    """A local file for a weight option: URLs of :data:`SCHEMES` are fetched, anything else is returned as is.
+
+    Component options (``MODEL.AUDIO_ENCODER.WEIGHTS``, ``MODEL.TIMM_BACKBONE.WEIGHTS``, converter inputs)
+    use the default ``form="original"``: the released file.
+    """
+    path = os.fspath(path)
+    if is_weight_url(path):
+        return fetch_weights(path, form=form)
+    return path
+
+
+class WeightURLHandler(PathHandler):
+    """iopath handler for :data:`SCHEMES` URLs (``get_local_path(url, form="checkpoint"|"original")``)."""
+
+    def _get_supported_prefixes(self) -> List[str]:
+        return [f"{scheme}://" for scheme in SCHEMES]
+
+    def _get_local_path(self, path: str, force: bool = False, form: str = CHECKPOINT_FORM, **kwargs: Any) -> str:
+        self._check_kwargs(kwargs)
+        return fetch_weights(path, form=form, force=force)
+
+    def _open(self, path: str, mode: str = "rb", buffering: int = -1, **kwargs: Any):
+        if mode not in ("r", "rb"):
+            raise ValueError(f"{path}: weight URLs are read-only (mode {mode!r})")
+        if buffering != -1:
+            raise ValueError(f"{path}: the 'buffering' argument is not supported for weight URLs")
+        return open(self._get_local_path(path, **kwargs), mode)
+
+
+def register_weight_url_handler() -> WeightURLHandler:
+    """Register :class:`WeightURLHandler` with detectron2's ``PathManager`` (replacing the handler detectron2
+    registers for ``detectron2://``, so those files get the same verified cache). Idempotent."""
+    handler = WeightURLHandler()
+    PathManager.register_handler(handler, allow_override=True)
+    return handler
+
+
+register_weight_url_handler()
