@@ -136,7 +136,8 @@ def avsim_loss(
     if pred_masks.dim() != 4:
         raise ValueError(f"avsim_loss: pred_masks must be [B, T, H4, W4], got {tuple(pred_masks.shape)}")
     batch, frames = pred_masks.shape[:2]
-    probs = pred_masks.detach().float().sigmoid()  # Ŷ, [B, T, H4, W4], no gradient
+    dtype = torch.promote_types(pred_masks.dtype, torch.float32)  # float32 under AMP, float64 in a float64 model
+    probs = pred_masks.detach().to(dtype).sigmoid()  # Ŷ, [B, T, H4, W4], no gradient
     per_layer = []
     for a, feat in zip(queries, layer_features):
         matches = a.shape[:2] == (batch, frames) and feat.dim() == 4
@@ -147,9 +148,9 @@ def avsim_loss(
             )
         channels, height, width = feat.shape[1:]
         y_small = F.adaptive_avg_pool2d(probs, (height, width))  # Downsample: [B, T, H4, W4] -> [B, T, H_l, W_l]
-        feat = feat.float().reshape(batch, frames, channels, height, width)  # [B*T, C, h, w] -> [B, T, C, h, w]
+        feat = feat.to(dtype).reshape(batch, frames, channels, height, width)  # [B*T, C, h, w] -> [B, T, C, h, w]
         z = (feat * y_small[:, :, None]).mean(dim=(-2, -1))  # eq. (8): Z^l, [B, T, C]
-        diff = (_cosine_matrix(a.float()) - _cosine_matrix(z)).abs()  # [B, T, T]
+        diff = (_cosine_matrix(a.to(dtype)) - _cosine_matrix(z)).abs()  # [B, T, T]
         per_layer.append(diff)
     stacked = torch.stack(per_layer)  # [L, B, T, T]
     if reduction == "sum":

@@ -1,4 +1,6 @@
 """torchvision ResNet -> detectron2 ResNet key conversion (ResNet-18 here; ResNet-50 in tests/modeling/backbone)."""
+import copy
+
 import pytest
 import torch
 import torchvision
@@ -82,11 +84,18 @@ def test_converted_weights_reproduce_torchvision_features(tmp_path, tv_resnet18)
     report = load_torchvision_resnet(d2, str(path))
     assert not report.missing and not report.mismatched and not report.unexpected
     assert torch.equal(d2.res4[1].conv2.norm.running_var, tv_resnet18.layer3[1].bn2.running_var)
-    x = torch.randn(2, 3, 64, 64)
+    # Features compared in float64: the two networks may evaluate their convolutions (up to 3 x 3 x 512 =
+    # 4608 terms per output) and their inference BatchNorms (FrozenBatchNorm2d vs BatchNorm2d) in
+    # different orders. Two orders of an n-term sum differ by at most 2(n-1)u * sum|terms| (Higham,
+    # Accuracy and Stability of Numerical Algorithms, section 4.2): 1e-12 * sum|terms| per layer with
+    # u = 2**-53, 8 orders below the 1e-4 asserted after the whole network, on any CPU and thread count.
+    # In float32 (u = 6e-8) that per-layer bound is already 5.5e-4 * sum|terms|.
+    tv64, d2 = copy.deepcopy(tv_resnet18).double(), d2.double()
+    x = torch.randn(2, 3, 64, 64, dtype=torch.float64)
     with torch.no_grad():
-        t = tv_resnet18.maxpool(tv_resnet18.relu(tv_resnet18.bn1(tv_resnet18.conv1(x))))
+        t = tv64.maxpool(tv64.relu(tv64.bn1(tv64.conv1(x))))
         tv_feats = {}
-        for i, layer in enumerate([tv_resnet18.layer1, tv_resnet18.layer2, tv_resnet18.layer3, tv_resnet18.layer4]):
+        for i, layer in enumerate([tv64.layer1, tv64.layer2, tv64.layer3, tv64.layer4]):
             t = layer(t)
             tv_feats[f"res{i + 2}"] = t
         d2_feats = d2(x)

@@ -14,7 +14,8 @@ from detectron2.data import transforms as T
 
 from aqformer_d2 import add_aqformer_config
 from aqformer_d2.data.dataset_mappers import AVSClipMapper, build_aq_dataset_mapper
-from aqformer_d2.data.datasets import register_avs_layout
+from aqformer_d2.data.dataset_mappers.avs_clip_mapper import check_frame_sizes
+from aqformer_d2.data.datasets import load_avs_layout_split, register_avs_layout
 from aqformer_d2.utils.safe_pickle import UnsafePickleError
 
 from .test_register_avsbench import unique_prefix, write_avs_tree
@@ -218,3 +219,71 @@ def test_unreadable_and_mismatched_images(tree, tmp_path):
     d["frame_files"] = d["frame_files"][:4]
     with pytest.raises(ValueError, match="T = 5"):
         m(d)
+
+
+ODD_VIDEO = "-xte0AbCdEf"
+
+
+def _odd_frame_clip(root, frame_sizes):
+    """An S4 test clip named ODD_VIDEO written with 224x224 frames and masks, then frame i (1-based) of
+    ``frame_sizes`` {i: (H, W)} rewritten at that size; loaded by the real registration code, so its
+    height/width are read from frame 1. Returns the dataset dict."""
+    write_avs_tree(root, s4=((ODD_VIDEO, "0", "dog", "test"),), ms3=None, hw=(224, 224))
+    d = load_avs_layout_split(root, "s4", "test")[0]
+    for i, (h, w) in frame_sizes.items():
+        Image.fromarray(np.zeros((h, w, 3), np.uint8)).save(d["frame_files"][i - 1])
+    return load_avs_layout_split(root, "s4", "test")[0]
+
+
+def _frame_lines(message):
+    return [line.strip() for line in message.splitlines()[1:]]
+
+
+def test_odd_first_frame_is_named_with_every_frame_size(tmp_path):
+    """A 100x60 (WxH) ..._1.png among 224x224 frames 2-5: the dataset dict says 60x100 (from frame 1), and
+    the error must blame frame 1, not frame 2, and list all 5 frames with their HxW."""
+    d = _odd_frame_clip(str(tmp_path), {1: (60, 100)})
+    assert (d["height"], d["width"]) == (60, 100)
+    with pytest.raises(ValueError) as e:
+        mapper([T.Resize((SIZE, SIZE))])(d)
+    msg = str(e.value)
+    first = msg.splitlines()[0]
+    assert ODD_VIDEO in first and "odd one(s) out (the others are 224x224)" in first
+    assert f"{d['frame_files'][0]} (60x100)" in first and d["frame_files"][1] not in first
+    sizes = ["60x100"] + ["224x224"] * 4
+    marks = ["  <-- odd one out"] + [""] * 4
+    assert _frame_lines(msg) == [f"{p}: {s}{m}".strip() for p, s, m in zip(d["frame_files"], sizes, marks)]
+
+
+def test_odd_middle_frames_are_the_minority(tmp_path):
+    d = _odd_frame_clip(str(tmp_path), {2: (100, 60), 4: (100, 60)})
+    with pytest.raises(ValueError) as e:
+        mapper([T.Resize((SIZE, SIZE))])(d)
+    first = str(e.value).splitlines()[0]
+    assert f"{d['frame_files'][1]} (100x60), {d['frame_files'][3]} (100x60)" in first
+    assert all(d["frame_files"][t] not in first for t in (0, 2, 4))
+    assert [line.endswith("<-- odd one out") for line in _frame_lines(str(e.value))] == [
+        False, True, False, True, False]
+
+
+def test_frame_sizes_without_a_majority_list_every_frame():
+    files = [f"/v/f_{i}.png" for i in range(1, 6)]
+    sizes = [(10, 10), (10, 10), (20, 20), (20, 20), (30, 30)]
+    with pytest.raises(ValueError, match="no size is shared by a majority") as e:
+        check_frame_sizes("v", files, sizes, (10, 10))
+    assert _frame_lines(str(e.value)) == [f"{p}: {h}x{w}" for p, (h, w) in zip(files, sizes)]
+
+
+def test_frames_that_agree_but_not_with_the_dataset_dict():
+    files = [f"/v/f_{i}.png" for i in range(1, 6)]
+    check_frame_sizes("v", files, [(24, 32)] * 5, (24, 32))  # consistent: no error
+    with pytest.raises(ValueError, match=r"all 5 frames are 24x32 \(HxW\), but the dataset dict says 32x24"):
+        check_frame_sizes("v", files, [(24, 32)] * 5, (32, 24))
+
+
+def test_mask_of_another_size_than_its_frames(tmp_path):
+    d = _odd_frame_clip(str(tmp_path), {})
+    Image.fromarray(np.zeros((60, 100), np.uint8)).save(d["mask_files"][2])
+    with pytest.raises(ValueError) as e:
+        mapper([T.Resize((SIZE, SIZE))])(d)
+    assert str(e.value) == f"Mask {d['mask_files'][2]} is 60x100 (HxW), but its frames are 224x224."

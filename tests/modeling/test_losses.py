@@ -84,6 +84,14 @@ def test_mask_loss_bad_inputs_raise():
 
 
 # ---------------------------------------------------------------- AVSim, eq. (7)-(8)
+# The AVSim tests run in float64: they compare a sum of |cosine differences| (each cosine a dot product
+# over C <= 5 channels, normalised) against a closed form or against another reduction of the same
+# terms. In float64 (u = 2**-53 = 1.1e-16) each cosine carries a relative error of a few dozen u at
+# most, so the sums of at most L*T*T = 18 entries are off by < 1e-13, far below the tolerances used
+# (1e-6, 1e-5); in float32 (u = 6e-8) the same count (18 entries x ~10u) reaches 1e-5.
+AVSIM_DTYPE = torch.float64
+
+
 def _constant_features(vectors, height, width):
     """vectors [B, T, C] -> spatially constant features [B*T, C, height, width]."""
     b, t, c = vectors.shape
@@ -95,9 +103,9 @@ def test_avsim_hand_computed():
     Features constant per frame v_0 = [1, 0], v_1 = [1, 1]; Ŷ = sigmoid(0) = 1/2 everywhere, so
     Z_p = v_p / 2 and Sim(Z) = [[1, 1/√2], [1/√2, 1]].
     sum:  Σ_p Σ_q |Sim(A) - Sim(Z)| = 2 / √2 = √2 = 1.4142135624; mean: √2 / 4 = 0.3535533906."""
-    a = torch.tensor([[[1.0, 0.0], [0.0, 1.0]]])
-    feats = _constant_features(torch.tensor([[[1.0, 0.0], [1.0, 1.0]]]), 2, 2)
-    pred = torch.zeros(1, 2, 4, 4)
+    a = torch.tensor([[[1.0, 0.0], [0.0, 1.0]]], dtype=AVSIM_DTYPE)
+    feats = _constant_features(torch.tensor([[[1.0, 0.0], [1.0, 1.0]]], dtype=AVSIM_DTYPE), 2, 2)
+    pred = torch.zeros(1, 2, 4, 4, dtype=AVSIM_DTYPE)
     assert avsim_loss([a], [feats], pred, "sum").item() == pytest.approx(1.4142135624, abs=1e-6)
     assert avsim_loss([a], [feats], pred, "mean").item() == pytest.approx(0.3535533906, abs=1e-6)
 
@@ -109,11 +117,11 @@ def _matching_case(seed=0):
     b, t, c = 2, 3, 5
     queries, feats = [], []
     for height, width in ((2, 2), (4, 3)):
-        v = torch.randn(b, t, c, generator=g)
-        scale = torch.rand(b, t, 1, generator=g) + 0.5
+        v = torch.randn(b, t, c, generator=g, dtype=AVSIM_DTYPE)
+        scale = torch.rand(b, t, 1, generator=g, dtype=AVSIM_DTYPE) + 0.5
         queries.append((scale * v).requires_grad_())
         feats.append(_constant_features(v, height, width).requires_grad_())
-    pred = torch.randn(b, t, 8, 8, generator=g).requires_grad_()
+    pred = torch.randn(b, t, 8, 8, generator=g, dtype=AVSIM_DTYPE).requires_grad_()
     return queries, feats, pred
 
 

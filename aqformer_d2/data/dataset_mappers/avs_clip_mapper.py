@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import copy
 import logging
-from typing import List, Optional, Sequence
+from collections import Counter
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -22,7 +23,9 @@ from ...utils.safe_pickle import load_pickle_restricted
 from ..datasets.register_avsbench import read_avs_mask
 from .build import AQ_DATASET_MAPPER_REGISTRY
 
-__all__ = ["AVSClipMapper", "load_audio_examples", "build_avs_augmentations", "AUDIO_EXAMPLE_SHAPE"]
+__all__ = [
+    "AVSClipMapper", "load_audio_examples", "build_avs_augmentations", "check_frame_sizes", "AUDIO_EXAMPLE_SHAPE",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -82,6 +85,58 @@ def build_avs_augmentations(cfg, is_train: bool) -> List[T.Augmentation]:
     return augs
 
 
+def _hxw(size: Sequence[int]) -> str:
+    return f"{size[0]}x{size[1]}"
+
+
+def _odd_ones_out(sizes: Sequence[Tuple[int, int]]) -> Optional[List[int]]:
+    """Indices of the frames whose size differs from the majority size, or None without a strict majority."""
+    ranked = Counter(sizes).most_common()
+    if len(ranked) > 1 and ranked[0][1] == ranked[1][1]:
+        return None
+    return [t for t, size in enumerate(sizes) if size != ranked[0][0]]
+
+
+def check_frame_sizes(
+    video_id: Optional[str], frame_files: Sequence[str], sizes: Sequence[Tuple[int, int]], dict_hw: Tuple[int, int]
+) -> None:
+    """Check that all frames of a clip have the same (H, W), equal to the dataset dict's height/width.
+
+    Args:
+        video_id: the clip's name, for the message.
+        frame_files: the T frame paths.
+        sizes: the T frame sizes (H, W) as read.
+        dict_hw: the dataset dict's (height, width); registration reads them from the FIRST frame, so
+            when frame 1 is the odd one out they are its size, not the clip's.
+
+    Raises:
+        ValueError: the frames disagree (the message lists every frame with its HxW and names the
+            odd one(s) out: the frames not of the majority size), or they agree with each other but
+            not with the dataset dict.
+    """
+    sizes = [tuple(int(v) for v in size) for size in sizes]
+    if len(set(sizes)) == 1:
+        if sizes[0] != tuple(dict_hw):
+            raise ValueError(
+                f"Video {video_id!r}: all {len(sizes)} frames are {_hxw(sizes[0])} (HxW), but the dataset dict "
+                f"says {_hxw(dict_hw)} (height/width, read from {frame_files[0]} when the dataset was loaded; "
+                "was the file replaced since?)."
+            )
+        return
+    odd = _odd_ones_out(sizes)
+    marks = ["  <-- odd one out" if odd is not None and t in odd else "" for t in range(len(sizes))]
+    listing = "\n".join(f"  {p}: {_hxw(s)}{m}" for p, s, m in zip(frame_files, sizes, marks))
+    if odd is None:
+        verdict = "no size is shared by a majority of them, so every frame is listed"
+    else:
+        names = ", ".join(f"{frame_files[t]} ({_hxw(sizes[t])})" for t in odd)
+        verdict = f"odd one(s) out (the others are {_hxw(Counter(sizes).most_common(1)[0][0])}): {names}"
+    raise ValueError(
+        f"Video {video_id!r}: its {len(sizes)} frames do not all have the same size; {verdict}. "
+        f"Frames (HxW):\n{listing}"
+    )
+
+
 @AQ_DATASET_MAPPER_REGISTRY.register()
 class AVSClipMapper:
     """Map an AVSBench-layout dataset dict to the AQFormer clip dict.
@@ -139,18 +194,13 @@ class AVSClipMapper:
             "zero_audio": cfg.INPUT.AUDIO.ZERO_INPUT,
         }
 
-    def _read_frame(self, path: str, height: int, width: int) -> np.ndarray:
+    def _read_frame(self, path: str) -> np.ndarray:
         try:
             image = utils.read_image(path, format=self.image_format)  # [H0, W0, 3] uint8
         except OSError as e:
             raise OSError(f"Cannot read frame {path}: {e}") from e
         if image.ndim != 3 or image.shape[2] != 3:
             raise ValueError(f"Frame {path} has shape {image.shape} in format {self.image_format}; expected [H, W, 3].")
-        if image.shape[:2] != (height, width):
-            raise ValueError(
-                f"Frame {path} is {image.shape[0]}x{image.shape[1]} (HxW), but the clip's frames are "
-                f"{height}x{width} (dataset dict height/width)."
-            )
         return image
 
     def __call__(self, dataset_dict: dict) -> dict:
@@ -164,7 +214,8 @@ class AVSClipMapper:
             )
         height, width = int(d["height"]), int(d["width"])
 
-        frames = [self._read_frame(p, height, width) for p in frame_files]  # T x [H0, W0, 3]
+        frames = [self._read_frame(p) for p in frame_files]  # T x [H0, W0, 3]
+        check_frame_sizes(d.get("video_id"), frame_files, [f.shape[:2] for f in frames], (height, width))
         masks: List[Optional[np.ndarray]] = []
         for p in mask_files:
             if p is None:

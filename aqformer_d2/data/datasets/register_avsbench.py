@@ -217,7 +217,8 @@ def load_avs_layout_split(
     Returns:
         list of dicts ``{"video_id", "task", "split", "category" (S4) or None, "frame_files" [T],
         "mask_files" [T paths or None], "audio_logmel_file", "audio_wav_file", "height", "width"}``
-        in CSV order. height/width are read from the first frame's header.
+        in CSV order. height/width are read from the first frame's header only (AVSClipMapper checks
+        that every frame of the clip has that size, naming the odd ones out when they disagree).
 
     Raises:
         FileNotFoundError: the CSV, or any referenced frame / mask / required audio file, is missing

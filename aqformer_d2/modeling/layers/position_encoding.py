@@ -29,17 +29,20 @@ class PositionEmbeddingSine(nn.Module):
         """x: [N, C, H, W] (only its shape/device/dtype are used); mask: optional bool [N, H, W],
         True at padded pixels. Returns [N, 2 * num_pos_feats, H, W]."""
         n, _, h, w = x.shape
+        # At least float32 (half-precision inputs under AMP still get a float32-accurate encoding);
+        # float64 for a float64 model, so that no float32 round-off enters it.
+        dtype = torch.promote_types(x.dtype, torch.float32)
         if mask is None:
-            not_mask = torch.ones((n, h, w), device=x.device, dtype=torch.float32)
+            not_mask = torch.ones((n, h, w), device=x.device, dtype=dtype)
         else:
-            not_mask = (~mask).to(torch.float32)
+            not_mask = (~mask).to(dtype)
         y_embed = not_mask.cumsum(1)  # [N, H, W]
         x_embed = not_mask.cumsum(2)  # [N, H, W]
         if self.normalize:
             eps = 1e-6
             y_embed = (y_embed - 0.5) / (y_embed[:, -1:, :] + eps) * self.scale
             x_embed = (x_embed - 0.5) / (x_embed[:, :, -1:] + eps) * self.scale
-        dim_t = torch.arange(self.num_pos_feats, dtype=torch.float32, device=x.device)
+        dim_t = torch.arange(self.num_pos_feats, dtype=dtype, device=x.device)
         dim_t = self.temperature ** (2 * torch.div(dim_t, 2, rounding_mode="floor") / self.num_pos_feats)
         pos_x = x_embed[..., None] / dim_t  # [N, H, W, F]
         pos_y = y_embed[..., None] / dim_t  # [N, H, W, F]

@@ -103,6 +103,11 @@ class AQFormer(nn.Module):
     def device(self) -> torch.device:
         return self.pixel_mean.device
 
+    @property
+    def dtype(self) -> torch.dtype:
+        """The floating-point type the model computes in: float32, or float64 after ``model.double()``."""
+        return self.pixel_mean.dtype
+
     # ------------------------------------------------------------------ input handling
     def _check_clip(self, index: int, clip: Dict) -> None:
         for key in ("images", "audio"):
@@ -121,12 +126,12 @@ class AQFormer(nn.Module):
         frames = []
         for clip in batched_inputs:
             images = clip["images"].to(self.device)  # [T, 3, H, W]
-            frames.extend((images[t].float() - self.pixel_mean) / self.pixel_std for t in range(images.shape[0]))
+            frames.extend((images[t].to(self.dtype) - self.pixel_mean) / self.pixel_std for t in range(images.shape[0]))
         return ImageList.from_tensors(frames, self.size_divisibility)
 
     def encode_audio(self, batched_inputs: List[Dict]) -> torch.Tensor:
         """Audio features A of eq. (1), (9) and the audio queries: returns [B, T, C_a]."""
-        examples = torch.cat([clip["audio"].to(self.device).float() for clip in batched_inputs])  # [B*T, 1, 96, 64]
+        examples = torch.cat([clip["audio"].to(self.device, self.dtype) for clip in batched_inputs])  # [B*T, 1, 96, 64]
         feats = self.audio_encoder(examples)  # [B*T, C_a]
         return feats.view(len(batched_inputs), self.num_frames, -1)  # [B, T, C_a]
 
@@ -139,7 +144,7 @@ class AQFormer(nn.Module):
                 raise KeyError(
                     f"AQFormer: training clip {i} ({clip.get('video_id', '?')}) has no 'masks'/'mask_valid'"
                 )
-            m = clip["masks"].to(self.device).float()  # [T, H, W]
+            m = clip["masks"].to(self.device, self.dtype)  # [T, H, W]
             masks.append(F.pad(m, (0, wp - m.shape[-1], 0, hp - m.shape[-2])))
             valid.append(clip["mask_valid"].to(self.device).bool())
         return {"masks": torch.stack(masks), "mask_valid": torch.stack(valid)}

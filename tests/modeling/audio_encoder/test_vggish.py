@@ -100,10 +100,19 @@ def test_strict_load_values_and_forward_match_torchvggish(tmp_path):
     assert list(loaded) == list(TINY_SHAPES)
     for k, v in sd.items():
         assert torch.equal(loaded[k], v), k
-    x = torch.randn(3, 1, 96, 64)
-    out = model(x)
+    # The forward is compared in float64: the module and reference_forward may evaluate the convolutions
+    # and the flatten + linear layers in different summation orders (at most 3 x 3 x 8 = 72 terms per
+    # conv output, 8 x 6 x 4 = 192 per output of the first linear layer). Two orders of an n-term sum
+    # differ by at most 2(n-1)u * sum|terms| (Higham, Accuracy and Stability of Numerical Algorithms,
+    # section 4.2); with u = 2**-53 = 1.1e-16 that is 4.2e-14 * sum|terms| per layer, ~1e-13 relative
+    # through the 9 layers on any CPU and thread count, far below the rtol 1e-5 / atol 1e-6 asserted
+    # (in float32, u = 6e-8, the first linear layer alone may reach 2.3e-5 * sum|terms|).
+    model64 = model.double()
+    x = torch.randn(3, 1, 96, 64, dtype=torch.float64)
+    out = model64(x)
     assert out.shape == (3, 8)
-    torch.testing.assert_close(out, reference_forward(sd, x), rtol=1e-5, atol=1e-6)
+    sd64 = OrderedDict((k, v.double()) for k, v in sd.items())
+    torch.testing.assert_close(out, reference_forward(sd64, x), rtol=1e-5, atol=1e-6)
     assert out.abs().sum() > 0
 
 

@@ -11,6 +11,7 @@ import pytest
 import torch
 from detectron2.modeling import META_ARCH_REGISTRY, build_model
 from torch.nn import functional as F
+from torch.utils._python_dispatch import TorchDispatchMode  # records the aten ops a forward runs
 
 from aqformer_d2.modeling import AQFormer
 
@@ -162,6 +163,41 @@ def test_training_without_masks_raises():
 
 
 # ---------------------------------------------------------------------------------------------- inference
+class _NonFloat64Ops(TorchDispatchMode):
+    """Records every aten op that returns a floating-point tensor of another dtype than float64."""
+
+    def __init__(self):
+        super().__init__()
+        self.ops = set()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        leaves = torch.utils._pytree.tree_leaves(out)
+        if any(isinstance(t, torch.Tensor) and t.is_floating_point() and t.dtype != torch.float64 for t in leaves):
+            self.ops.add(str(func))
+        return out
+
+
+def test_float64_model_computes_everything_in_float64():
+    """model.double() runs forward, losses, backward and inference wholly in float64 (inputs, positional
+    encodings and the AVSim loss follow the parameters' dtype): no float32 round-off enters, which the
+    2-process gradient comparison of tests/test_train_net.py relies on."""
+    model, cfg = _build()
+    model = model.double().train()
+    assert model.dtype == torch.float64
+    batch = _batch()  # uint8 frames, float32 audio, as the mapper gives them
+    with _NonFloat64Ops() as recorder:
+        losses = model(batch)
+        sum(losses.values()).backward()
+    assert not recorder.ops, f"ops computed in another floating dtype than float64: {sorted(recorder.ops)}"
+    assert all(v.dtype == torch.float64 for v in losses.values())
+    assert all(p.grad.dtype == torch.float64 for p in model.parameters() if p.grad is not None)
+    with _NonFloat64Ops() as recorder:
+        out = _infer(model, batch)
+    assert not recorder.ops, f"inference ops in another floating dtype than float64: {sorted(recorder.ops)}"
+    assert out[0]["sound_probs"].dtype == torch.float64
+
+
 def test_inference_output_format():
     model, _ = _build()
     out = _infer(model, _batch(with_masks=False))

@@ -5,16 +5,22 @@ import torch
 from aqformer_d2.modeling.pixel_decoder.abti import ABTI
 
 B, T, C, CA, CB, H, W = 2, 3, 8, 6, 8, 4, 5
+# float64: eq. (10) and (11)-(12) are recomputed below outside the module (another summation order,
+# over at most H*W = 20 pixels or C = 8 channels). Two evaluation orders of an n-term sum differ by at
+# most 2(n-1)u * sum|terms| (Higham, Accuracy and Stability of Numerical Algorithms, section 4.2): with
+# u = 2**-53 = 1.1e-16 that is < 5e-15 * sum|terms| on any CPU and thread count, far below the atol of
+# 1e-6 / 1e-5 used here; in float32 (u = 6e-8) the bound, 2.3e-6 * sum|terms|, is not.
+DTYPE = torch.float64
 
 
 def _inputs(seed=0):
     g = torch.Generator().manual_seed(seed)
-    return torch.randn(B * T, C, H, W, generator=g), torch.randn(B, T, CA, generator=g)
+    return torch.randn(B * T, C, H, W, generator=g, dtype=DTYPE), torch.randn(B, T, CA, generator=g, dtype=DTYPE)
 
 
 def _module():
     torch.manual_seed(0)
-    return ABTI(feature_dim=C, audio_dim=CA, hidden_dim=CB, num_heads=2).eval()
+    return ABTI(feature_dim=C, audio_dim=CA, hidden_dim=CB, num_heads=2).to(DTYPE).eval()
 
 
 def test_gather_weights_are_a_softmax_over_pixels():
@@ -23,7 +29,7 @@ def test_gather_weights_are_a_softmax_over_pixels():
     frames = feats.flatten(2).transpose(1, 2).reshape(B, T, H * W, C)
     s, o = abti.gather(audio, frames)
     assert s.shape == (B, T, T, H * W) and o.shape == (B, T, T, CB)
-    assert torch.allclose(s.sum(-1), torch.ones(B, T, T), atol=1e-6)
+    assert torch.allclose(s.sum(-1), torch.ones(B, T, T, dtype=DTYPE), atol=1e-6)
     assert torch.all(s > 0)
     # Eq. (10) for one (b, p, q) written out directly.
     b, p, q = 1, 2, 0
@@ -41,7 +47,7 @@ def test_frame_output_depends_on_other_frames():
     feats, audio = _inputs()
     out = abti(feats, audio)
     perturbed = feats.clone()
-    perturbed[1] += torch.randn(C, H, W)  # clip 0, frame 2 (index 1)
+    perturbed[1] += torch.randn(C, H, W, dtype=DTYPE)  # clip 0, frame 2 (index 1)
     out2 = abti(perturbed, audio)
     assert not torch.allclose(out[0], out2[0], atol=1e-5)  # clip 0, frame 1 changes
     assert torch.equal(out[T:], out2[T:])  # the other clip is untouched
@@ -52,7 +58,7 @@ def test_output_depends_on_audio():
     feats, audio = _inputs()
     out = abti(feats, audio)
     audio2 = audio.clone()
-    audio2[0, 2] += torch.randn(CA)
+    audio2[0, 2] += torch.randn(CA, dtype=DTYPE)
     out2 = abti(feats, audio2)
     assert not torch.allclose(out[0], out2[0], atol=1e-5)
 
@@ -72,9 +78,9 @@ def test_remap_sums_outer_products_over_p():
     """Eq. (11)-(12) written out for one clip and frame: F̂_q = F_q + sum_p S_pq^T f_o(Ô_pq)."""
     abti = _module()
     g = torch.Generator().manual_seed(3)
-    frames = torch.randn(B, T, H * W, C, generator=g)
-    s = torch.rand(B, T, T, H * W, generator=g)
-    o_hat = torch.randn(B, T, T, CB, generator=g)
+    frames = torch.randn(B, T, H * W, C, generator=g, dtype=DTYPE)
+    s = torch.rand(B, T, T, H * W, generator=g, dtype=DTYPE)
+    o_hat = torch.randn(B, T, T, CB, generator=g, dtype=DTYPE)
     out = abti.remap(frames, s, o_hat)
     b, q = 1, 2
     expected = frames[b, q].clone()

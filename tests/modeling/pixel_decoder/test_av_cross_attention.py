@@ -5,16 +5,22 @@ import torch
 from aqformer_d2.modeling.pixel_decoder.av_cross_attention import AudioVisualCrossAttention
 
 B, T, CV, CA, CM, CF, H, W = 2, 2, 6, 5, 4, 8, 3, 4
+# float64: eq. (1)-(2) are recomputed below outside the module (another summation order over at most
+# CV = 6 channels, and a GroupNorm). Two evaluation orders of an n-term sum differ by at most
+# 2(n-1)u * sum|terms| (Higham, Accuracy and Stability of Numerical Algorithms, section 4.2): with
+# u = 2**-53 = 1.1e-16 that is ~1e-15 relative on any CPU and thread count, far below the atol of
+# 1e-6 / 1e-5 used here.
+DTYPE = torch.float64
 
 
 def _inputs():
     g = torch.Generator().manual_seed(0)
-    return torch.randn(B * T, CV, H, W, generator=g), torch.randn(B, T, CA, generator=g)
+    return torch.randn(B * T, CV, H, W, generator=g, dtype=DTYPE), torch.randn(B, T, CA, generator=g, dtype=DTYPE)
 
 
 def _module(mode, norm=""):
     torch.manual_seed(0)
-    return AudioVisualCrossAttention(CV, CA, CM, CF, mode=mode, norm=norm)
+    return AudioVisualCrossAttention(CV, CA, CM, CF, mode=mode, norm=norm).to(DTYPE)
 
 
 def test_printed_mode_weights_are_exactly_one_and_output_is_fv_plus_fw():
@@ -51,7 +57,7 @@ def test_frames_use_their_own_audio_clip_major():
 
 def test_norm_acts_on_visual_branch_only():
     torch.manual_seed(0)
-    attn = AudioVisualCrossAttention(CV, CA, CM, 32, mode="printed", norm="GN")  # GN: 32 groups
+    attn = AudioVisualCrossAttention(CV, CA, CM, 32, mode="printed", norm="GN").to(DTYPE)  # GN: 32 groups
     visual, audio = _inputs()
     out = attn(visual, audio)
     assert out.shape == (B * T, 32, H, W)

@@ -15,6 +15,13 @@ from aqformer_d2.modeling.transformer_decoder import (
 B, T, C, C_A = 2, 4, 8, 6
 SIZES = ((2, 2), (2, 3), (4, 4))  # lowest resolution first
 H4 = W4 = 8
+# float64: the tests below compare the decoder's predictions with eq. (6) recomputed outside it (einsum
+# over C = 8 channels, possibly in another summation order than the decoder's kernels). Two evaluation
+# orders of an n-term sum differ by at most 2(n-1)u * sum|terms| (Higham, Accuracy and Stability of
+# Numerical Algorithms, section 4.2): with u = 2**-53 = 1.1e-16 that is ~1e-15 relative on any CPU and
+# thread count, far below assert_close's float64 tolerances (rtol 1e-7, atol 1e-7); in float32 the bound
+# (8e-7 * sum|terms|) is not far enough below its float32 atol of 1e-5 for every draw.
+DTYPE = torch.float64
 
 
 def _cfg(**dec):
@@ -32,14 +39,14 @@ def _cfg(**dec):
 
 def _decoder(**dec):
     torch.manual_seed(0)
-    return build_aq_transformer_decoder(_cfg(**dec)).eval()
+    return build_aq_transformer_decoder(_cfg(**dec)).to(DTYPE).eval()
 
 
 def _inputs(seed=0):
     g = torch.Generator().manual_seed(seed)
-    ms = [torch.randn(B * T, C, h, w, generator=g) for h, w in SIZES]
-    mask_features = torch.randn(B * T, C, H4, W4, generator=g)
-    audio = torch.randn(B, T, C_A, generator=g)
+    ms = [torch.randn(B * T, C, h, w, generator=g, dtype=DTYPE) for h, w in SIZES]
+    mask_features = torch.randn(B * T, C, H4, W4, generator=g, dtype=DTYPE)
+    audio = torch.randn(B, T, C_A, generator=g, dtype=DTYPE)
     return ms, mask_features, audio
 
 
