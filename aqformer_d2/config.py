@@ -25,6 +25,9 @@ def add_aqformer_config(cfg: CN) -> None:
     # Reduction of the AVSim loss, eq. (7): "sum" over layers and frame pairs as printed (then the mean over
     # clips), or "mean" (divided by L * T^2). See docs/paper_choices.md.
     cfg.MODEL.AQFORMER.SIM_REDUCTION = "sum"
+    # Eq. (8): True stops the gradient through the predicted mask Ŷ (it only selects pixels; not printed);
+    # False lets the AVSim loss train the mask too, as the equation written without a stop-gradient reads.
+    cfg.MODEL.AQFORMER.SIM_DETACH_MASK = True
     # Mask losses on the output of every decoder layer (§3.5: "each decoder layer"); False: last layer only.
     cfg.MODEL.AQFORMER.DEEP_SUPERVISION = True
     # Foreground threshold on the sigmoid probability used when masks are binarised (demo, PNG export).
@@ -56,8 +59,12 @@ def add_aqformer_config(cfg: CN) -> None:
     cfg.MODEL.AQ_PIXEL_DECODER.ENC_POINTS = 4
     cfg.MODEL.AQ_PIXEL_DECODER.ENC_DIM_FEEDFORWARD = 1024
     cfg.MODEL.AQ_PIXEL_DECODER.ENC_DROPOUT = 0.0
-    # Normalisation of the lateral / output convolutions ("GN", "BN", "" ...), detectron2's get_norm.
+    # Normalisation of f_w (eq. 2) and of the lateral / output convolutions ("GN", "BN", "" ...), detectron2's
+    # get_norm.
     cfg.MODEL.AQ_PIXEL_DECODER.NORM = "GN"
+    # Eq. (2): True follows f_w by NORM (Mask2Former's input projection, which eq. 2 replaces); False keeps f_w
+    # the plain linear map the paper prints. The stride-4 path's convolutions keep NORM either way.
+    cfg.MODEL.AQ_PIXEL_DECODER.FW_NORM = True
     # ABTI (§3.4) insertion positions, 1-based over the 4 scales from the smallest (1: stride 32)
     # to the largest (4: stride 4, the mask feature). Paper default: all four. [] switches ABTI off.
     cfg.MODEL.AQ_PIXEL_DECODER.ABTI_POSITIONS = [1, 2, 3, 4]
@@ -65,6 +72,9 @@ def add_aqformer_config(cfg: CN) -> None:
     cfg.MODEL.AQ_PIXEL_DECODER.ABTI_DIM = 256
     # Heads of the self-attention over the T x T compact features in ABTI.
     cfg.MODEL.AQ_PIXEL_DECODER.ABTI_HEADS = 8
+    # Temperature of eq. (9): "sqrt_dim" divides the logits by sqrt(C_b) (scaled dot-product attention, not
+    # printed); "none" is eq. (9) as printed. See docs/paper_choices.md.
+    cfg.MODEL.AQ_PIXEL_DECODER.ABTI_LOGIT_SCALE = "sqrt_dim"
 
     # ---------------------------------------------------------------- transformer decoder, §3.3
     cfg.MODEL.AQ_TRANSFORMER_DECODER = CN()

@@ -1,5 +1,10 @@
-"""Optimizer and learning-rate schedule of the paper's protocol (AdamW, poly schedule with warm-up)."""
-from typing import Any, Dict, List
+"""Optimizer and learning-rate schedule of the paper's protocol (AdamW, poly schedule with warm-up).
+
+Gradient clipping (``SOLVER.CLIP_GRADIENTS``) accepts detectron2's per-parameter types "value" and "norm"
+and Mask2Former's "full_model": one norm over all parameters together, scaled down to ``CLIP_VALUE``.
+"""
+import itertools
+from typing import Any, Dict, List, Type
 
 import torch
 from fvcore.common.param_scheduler import PolynomialDecayParamScheduler
@@ -8,7 +13,7 @@ from torch import nn
 from detectron2.solver import LRMultiplier, WarmupParamScheduler
 from detectron2.solver.build import maybe_add_gradient_clipping
 
-__all__ = ["build_param_groups", "build_optimizer", "build_poly_lr_scheduler"]
+__all__ = ["build_param_groups", "build_optimizer", "build_poly_lr_scheduler", "with_full_model_clipping"]
 
 _NORM_TYPES = (
     nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm, nn.GroupNorm, nn.InstanceNorm1d,
@@ -39,9 +44,40 @@ def build_param_groups(model: nn.Module, *, base_lr: float, weight_decay: float,
     return groups
 
 
+def with_full_model_clipping(
+    optimizer_cls: Type[torch.optim.Optimizer], *, max_norm: float, norm_type: float
+) -> Type[torch.optim.Optimizer]:
+    """A subclass of ``optimizer_cls`` whose ``step`` first rescales the gradients of all its parameters
+    together so that their joint ``norm_type``-norm is at most ``max_norm`` (Mask2Former's "full_model")."""
+    if max_norm <= 0:
+        raise ValueError(f"SOLVER.CLIP_GRADIENTS.CLIP_VALUE must be > 0 for full_model clipping, got {max_norm}")
+
+    class FullModelClipped(optimizer_cls):
+        def step(self, closure=None):
+            params = itertools.chain.from_iterable(group["params"] for group in self.param_groups)
+            torch.nn.utils.clip_grad_norm_(list(params), max_norm, norm_type)
+            return super().step(closure)
+
+    FullModelClipped.__name__ = f"{optimizer_cls.__name__}WithFullModelGradientClip"
+    return FullModelClipped
+
+
+def _maybe_add_clipping(cfg, optimizer_cls: Type[torch.optim.Optimizer]) -> Type[torch.optim.Optimizer]:
+    """SOLVER.CLIP_GRADIENTS: "full_model" here, "value" / "norm" (per parameter) by detectron2."""
+    clip = cfg.SOLVER.CLIP_GRADIENTS
+    if clip.ENABLED and clip.CLIP_TYPE == "full_model":
+        return with_full_model_clipping(optimizer_cls, max_norm=clip.CLIP_VALUE, norm_type=clip.NORM_TYPE)
+    if clip.ENABLED and clip.CLIP_TYPE not in ("value", "norm"):
+        raise ValueError(
+            f"SOLVER.CLIP_GRADIENTS.CLIP_TYPE must be 'value', 'norm' or 'full_model', got {clip.CLIP_TYPE!r}"
+        )
+    return maybe_add_gradient_clipping(cfg, optimizer_cls)
+
+
 def build_optimizer(cfg, model: nn.Module) -> torch.optim.Optimizer:
     """cfg.SOLVER.OPTIMIZER ("ADAMW" as the paper, or "SGD") over :func:`build_param_groups`, with
-    detectron2's gradient clipping (cfg.SOLVER.CLIP_GRADIENTS)."""
+    gradient clipping (cfg.SOLVER.CLIP_GRADIENTS: detectron2's "value" / "norm" per parameter, or
+    "full_model")."""
     name = cfg.SOLVER.OPTIMIZER.upper()
     if name not in _OPTIMIZERS:
         raise ValueError(f"SOLVER.OPTIMIZER must be one of {sorted(_OPTIMIZERS)}, got {cfg.SOLVER.OPTIMIZER!r}")
@@ -55,7 +91,7 @@ def build_optimizer(cfg, model: nn.Module) -> torch.optim.Optimizer:
     )
     for g in groups:
         g.pop("name")
-    opt_cls = maybe_add_gradient_clipping(cfg, _OPTIMIZERS[name])
+    opt_cls = _maybe_add_clipping(cfg, _OPTIMIZERS[name])
     if name == "SGD":
         return opt_cls(groups, lr=cfg.SOLVER.BASE_LR, momentum=cfg.SOLVER.MOMENTUM, nesterov=cfg.SOLVER.NESTEROV)
     return opt_cls(groups, lr=cfg.SOLVER.BASE_LR)

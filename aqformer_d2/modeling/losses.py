@@ -105,16 +105,18 @@ def avsim_loss(
     layer_features: List[torch.Tensor],
     pred_masks: torch.Tensor,
     reduction: str = "sum",
+    detach_mask: bool = True,
 ) -> torch.Tensor:
     """AVSim loss, eq. (7)-(8):
 
     ``Z_p^l = Avg(M̂_p^l ⊙ Downsample(Ŷ_p))`` (8),
     ``L_sim = Σ_l Σ_p Σ_q |Sim(A_p^l, A_q^l) - Sim(Z_p^l, Z_q^l)|`` (7), Sim = cosine similarity.
 
-    Ŷ is the final prediction of eq. (6) (sigmoid probabilities of the last layer's logits), detached:
-    it only selects the pixels; the loss trains the queries A^l and the features M̂^l. Downsample is
-    area interpolation (adaptive average pooling) to H_l x W_l; Avg is the global average over the
-    H_l * W_l pixels. All T frames take part (no ground truth is needed).
+    Ŷ is the final prediction of eq. (6) (sigmoid probabilities of the last layer's logits), by default
+    detached: it only selects the pixels; the loss trains the queries A^l and the features M̂^l
+    (``detach_mask=False``: the gradient also reaches the mask, as the equation, which prints no
+    stop-gradient, reads). Downsample is area interpolation (adaptive average pooling) to H_l x W_l;
+    Avg is the global average over the H_l * W_l pixels. All T frames take part (no ground truth is needed).
 
     Args:
         queries: L tensors A^l, [B, T, C].
@@ -122,6 +124,7 @@ def avsim_loss(
         pred_masks: final mask logits, [B, T, H4, W4].
         reduction: "sum" (eq. 7 as printed: sum over l, p, q; mean over the B clips) or "mean"
             (mean over l, p, q and clips).
+        detach_mask: stop the gradient through Ŷ (True) or not (False).
 
     Returns:
         scalar.
@@ -137,7 +140,8 @@ def avsim_loss(
         raise ValueError(f"avsim_loss: pred_masks must be [B, T, H4, W4], got {tuple(pred_masks.shape)}")
     batch, frames = pred_masks.shape[:2]
     dtype = torch.promote_types(pred_masks.dtype, torch.float32)  # float32 under AMP, float64 in a float64 model
-    probs = pred_masks.detach().to(dtype).sigmoid()  # Ŷ, [B, T, H4, W4], no gradient
+    masks = pred_masks.detach() if detach_mask else pred_masks
+    probs = masks.to(dtype).sigmoid()  # Ŷ, [B, T, H4, W4]
     per_layer = []
     for a, feat in zip(queries, layer_features):
         matches = a.shape[:2] == (batch, frames) and feat.dim() == 4
@@ -173,6 +177,7 @@ class AQFormerCriterion(nn.Module):
         sim_weight: float = 1.0,
         deep_supervision: bool = True,
         sim_reduction: str = "sum",
+        sim_detach_mask: bool = True,
     ):
         """
         Args:
@@ -182,6 +187,8 @@ class AQFormerCriterion(nn.Module):
             deep_supervision: mask losses on every decoder layer (§3.5) instead of the last one only
                 (MODEL.AQFORMER.DEEP_SUPERVISION).
             sim_reduction: "sum" or "mean", see :func:`avsim_loss`.
+            sim_detach_mask: stop the AVSim gradient through Ŷ (MODEL.AQFORMER.SIM_DETACH_MASK), see
+                :func:`avsim_loss`.
         """
         super().__init__()
         for name, value in (("bce_weight", bce_weight), ("dice_weight", dice_weight), ("sim_weight", sim_weight)):
@@ -194,6 +201,7 @@ class AQFormerCriterion(nn.Module):
         self.sim_weight = float(sim_weight)
         self.deep_supervision = bool(deep_supervision)
         self.sim_reduction = sim_reduction
+        self.sim_detach_mask = bool(sim_detach_mask)
 
     def _mask_losses(self, pred_masks, gt_masks, mask_valid, suffix: str) -> Dict[str, torch.Tensor]:
         return {
@@ -224,6 +232,7 @@ class AQFormerCriterion(nn.Module):
             if missing:
                 raise KeyError(f"AQFormerCriterion: the AVSim loss needs outputs {missing}")
             losses["loss_sim"] = self.sim_weight * avsim_loss(
-                outputs["queries"], outputs["layer_features"], outputs["pred_masks"], self.sim_reduction
+                outputs["queries"], outputs["layer_features"], outputs["pred_masks"], self.sim_reduction,
+                detach_mask=self.sim_detach_mask,
             )
         return losses

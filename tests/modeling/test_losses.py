@@ -145,6 +145,40 @@ def test_avsim_reductions_and_gradients():
     assert all(f.grad is not None and f.grad.abs().sum() > 0 for f in feats)
 
 
+def _spatially_varying_case(seed=0, dtype=torch.float64):
+    """Random queries, features that vary over the pixels and random mask logits: Z then depends on Ŷ."""
+    g = torch.Generator().manual_seed(seed)
+    b, t, c = 1, 3, 4
+    queries = [torch.randn(b, t, c, generator=g, dtype=dtype).requires_grad_()]
+    feats = [torch.randn(b * t, c, 2, 2, generator=g, dtype=dtype).requires_grad_()]
+    pred = torch.randn(b, t, 4, 4, generator=g, dtype=dtype).requires_grad_()
+    return queries, feats, pred
+
+
+def test_avsim_without_detach_trains_the_mask():
+    """SIM_DETACH_MASK False (eq. 8 without a stop-gradient): same value, and the gradient reaches Ŷ's logits.
+
+    The gradient is checked against a central difference along its own direction u = g / |g|, step h = 1e-2:
+    the loss is computed in float32 (|L| < 20 here, rounding <= 20 * 2^-24 ~ 1.2e-6, i.e. <= 6e-5 after
+    dividing by 2h) and the truncation error is O(h^2) relative; 5% tolerance leaves a wide margin, while a
+    missing or wrong gradient (e.g. the detached 0) fails."""
+    queries, feats, pred = _spatially_varying_case()
+    detached = avsim_loss(queries, feats, pred, "sum", detach_mask=True)
+    attached = avsim_loss(queries, feats, pred, "sum", detach_mask=False)
+    assert attached.item() == detached.item()
+    detached.backward()
+    assert pred.grad is None
+    attached.backward()
+    grad = pred.grad
+    norm = grad.norm()
+    assert norm > 1e-2
+    u, h = grad / norm, 1e-2
+    with torch.no_grad():
+        plus = avsim_loss(queries, feats, pred + h * u, "sum", detach_mask=False)
+        minus = avsim_loss(queries, feats, pred - h * u, "sum", detach_mask=False)
+    assert ((plus - minus) / (2 * h)).item() == pytest.approx(norm.item(), rel=0.05)
+
+
 def test_avsim_bad_inputs_raise():
     queries, feats, pred = _matching_case()
     with pytest.raises(ValueError, match="reduction"):
@@ -215,6 +249,16 @@ def test_criterion_backward_reaches_every_output():
     aux_masks = [a["pred_masks"] for a in out["aux_outputs"]]
     tensors = [out["pred_masks"]] + aux_masks + out["queries"] + out["layer_features"]
     assert all(x.grad is not None and x.grad.abs().sum() > 0 for x in tensors)
+
+
+def test_criterion_sim_detach_mask_switch():
+    out = _outputs()
+    gt, valid = _targets()
+    for detach in (True, False):
+        pred = out["pred_masks"].detach().requires_grad_()
+        losses = AQFormerCriterion(sim_detach_mask=detach)({**out, "pred_masks": pred}, gt, valid)
+        losses["loss_sim"].backward()
+        assert (pred.grad is None) == detach
 
 
 def test_criterion_bad_arguments_raise():

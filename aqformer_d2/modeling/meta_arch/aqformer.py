@@ -92,6 +92,7 @@ class AQFormer(nn.Module):
                 sim_weight=q.SIM_WEIGHT,
                 deep_supervision=q.DEEP_SUPERVISION,
                 sim_reduction=q.SIM_REDUCTION,
+                sim_detach_mask=q.SIM_DETACH_MASK,
             ),
             "num_frames": q.NUM_FRAMES,
             "pixel_mean": cfg.MODEL.PIXEL_MEAN,

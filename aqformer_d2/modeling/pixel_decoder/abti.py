@@ -17,14 +17,18 @@ from typing import Tuple
 import torch
 from torch import nn
 
-__all__ = ["ABTI"]
+__all__ = ["ABTI", "ABTI_LOGIT_SCALES"]
+
+# Temperature of eq. (9): "sqrt_dim" divides the logits by sqrt(C_b) (scaled dot-product attention, our
+# default); "none" is eq. (9) as printed. See docs/paper_choices.md, "ABTI: scaling of eq. (9)".
+ABTI_LOGIT_SCALES = ("sqrt_dim", "none")
 
 
 class ABTI(nn.Module):
     """Audio-bridged temporal interaction for one scale.
 
-    The logits of eq. (9) are scaled by 1/sqrt(C_b) (not printed in the paper; see
-    docs/paper_choices.md, "ABTI: scaling of eq. (9)").
+    By default the logits of eq. (9) are scaled by 1/sqrt(C_b), which the paper does not print
+    (``logit_scale="none"`` gives the printed form; see docs/paper_choices.md, "ABTI: scaling of eq. (9)").
 
     Args:
         feature_dim: C, channels of F (C_f in the pixel decoder).
@@ -32,9 +36,11 @@ class ABTI(nn.Module):
         hidden_dim: C_b, width of f_a, f_m, f_n and of the compact features.
         num_heads: heads of the self-attention over the T x T compact features (must divide C_b).
         dropout: dropout of that self-attention.
+        logit_scale: "sqrt_dim" (logits of eq. 9 divided by sqrt(C_b)) or "none" (eq. 9 as printed).
     """
 
-    def __init__(self, feature_dim: int, audio_dim: int, hidden_dim: int, num_heads: int, dropout: float = 0.0):
+    def __init__(self, feature_dim: int, audio_dim: int, hidden_dim: int, num_heads: int, dropout: float = 0.0,
+                 logit_scale: str = "sqrt_dim"):
         super().__init__()
         for name, val in (("feature_dim", feature_dim), ("audio_dim", audio_dim), ("hidden_dim", hidden_dim),
                           ("num_heads", num_heads)):
@@ -42,9 +48,14 @@ class ABTI(nn.Module):
                 raise ValueError(f"ABTI: {name} must be positive, got {val}")
         if hidden_dim % num_heads != 0:
             raise ValueError(f"ABTI: hidden_dim C_b ({hidden_dim}) must be divisible by num_heads ({num_heads})")
+        if logit_scale not in ABTI_LOGIT_SCALES:
+            raise ValueError(f"ABTI: logit_scale must be one of {ABTI_LOGIT_SCALES}, got {logit_scale!r}")
         self.feature_dim = feature_dim
         self.audio_dim = audio_dim
         self.hidden_dim = hidden_dim
+        self.logit_scale = logit_scale
+        # Multiplier of the eq. (9) logits: 1/sqrt(C_b), or 1 for the printed form.
+        self.logit_multiplier = 1.0 / math.sqrt(hidden_dim) if logit_scale == "sqrt_dim" else 1.0
         self.f_a = nn.Linear(audio_dim, hidden_dim)
         # No bias: f_a(A_p) . b would add the same value to every pixel's logit of eq. (9), which the
         # softmax over HW cancels, so a bias here could never learn.
@@ -59,7 +70,8 @@ class ABTI(nn.Module):
                 nn.init.zeros_(layer.bias)
 
     def gather(self, audio: torch.Tensor, frames: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        """Eq. (9)-(10): S_pq = Softmax_HW(f_a(A_p) f_m(F_q)^T / sqrt(C_b)); O_pq = S_pq f_n(F_q).
+        """Eq. (9)-(10): S_pq = Softmax_HW(s * f_a(A_p) f_m(F_q)^T); O_pq = S_pq f_n(F_q), with
+        s = 1/sqrt(C_b) ("sqrt_dim") or 1 ("none", as printed).
 
         Args:
             audio: A, [B, T, C_a].
@@ -70,7 +82,7 @@ class ABTI(nn.Module):
         """
         a = self.f_a(audio)  # [B, T, C_b]
         m = self.f_m(frames)  # [B, T, HW, C_b]
-        logits = torch.einsum("bpc,bqnc->bpqn", a, m) / math.sqrt(self.hidden_dim)  # [B, T, T, HW]
+        logits = torch.einsum("bpc,bqnc->bpqn", a, m) * self.logit_multiplier  # [B, T, T, HW]
         s = logits.softmax(dim=-1)  # [B, T, T, HW], softmax over the pixels of frame q
         o = torch.einsum("bpqn,bqnc->bpqc", s, self.f_n(frames))  # [B, T, T, C_b]
         return s, o

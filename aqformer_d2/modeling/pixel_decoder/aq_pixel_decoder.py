@@ -19,7 +19,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..layers import PositionEmbeddingSine
-from .abti import ABTI
+from .abti import ABTI, ABTI_LOGIT_SCALES
 from .av_cross_attention import AV_ATTN_MODES, AudioVisualCrossAttention
 from .build import AQ_PIXEL_DECODER_REGISTRY
 from .ms_deform_encoder import MSDeformEncoder
@@ -58,6 +58,8 @@ class AQPixelDecoder(nn.Module):
         abti_positions: Sequence[int],
         abti_dim: int,
         abti_heads: int,
+        abti_logit_scale: str = "sqrt_dim",
+        fw_norm: bool = True,
     ):
         """
         Args:
@@ -75,6 +77,9 @@ class AQPixelDecoder(nn.Module):
             abti_positions: scales (1 = stride 32 ... 4 = stride 4) after which ABTI is applied.
             abti_dim: C_b of ABTI.
             abti_heads: heads of ABTI's self-attention.
+            abti_logit_scale: "sqrt_dim" (eq. 9 logits divided by sqrt(C_b)) or "none" (eq. 9 as printed).
+            fw_norm: follow f_w of eq. (2) by ``norm`` (True) or keep it a plain linear map (False, as
+                printed). The lateral / output convolutions of the stride-4 path always use ``norm``.
         """
         super().__init__()
         if len(input_shape) != _NUM_SCALES:
@@ -88,6 +93,10 @@ class AQPixelDecoder(nn.Module):
             raise ValueError(f"AQPixelDecoder: input features need distinct strides, got {dict(input_shape)}")
         if conv_dim <= 0 or conv_dim % 2 != 0:
             raise ValueError(f"AQPixelDecoder: conv_dim C_f must be a positive even number, got {conv_dim}")
+        if abti_logit_scale not in ABTI_LOGIT_SCALES:
+            raise ValueError(
+                f"AQPixelDecoder: ABTI_LOGIT_SCALE must be one of {ABTI_LOGIT_SCALES}, got {abti_logit_scale!r}"
+            )
         if av_attn_mode not in AV_ATTN_MODES:
             raise ValueError(f"AQPixelDecoder: AV_ATTN_MODE must be one of {AV_ATTN_MODES}, got {av_attn_mode!r}")
         positions = [int(p) for p in abti_positions]
@@ -108,7 +117,9 @@ class AQPixelDecoder(nn.Module):
 
         # Eq. (1)-(2), one per encoder scale.
         self.av_attn = nn.ModuleList(
-            AudioVisualCrossAttention(spec.channels, audio_dim, av_attn_dim, conv_dim, mode=av_attn_mode, norm=norm)
+            AudioVisualCrossAttention(
+                spec.channels, audio_dim, av_attn_dim, conv_dim, mode=av_attn_mode, norm=norm if fw_norm else ""
+            )
             for _, spec in encoder_items
         )
         self.position_embedding = PositionEmbeddingSine(conv_dim // 2, normalize=True)
@@ -128,7 +139,10 @@ class AQPixelDecoder(nn.Module):
         weight_init.c2_xavier_fill(self.output_conv)
         # ABTI (eq. 9-12): one instance of the same class per inserted position, keyed "1".."4".
         self.abti = nn.ModuleDict(
-            {str(p): ABTI(conv_dim, audio_dim, abti_dim, abti_heads) for p in self.abti_positions}
+            {
+                str(p): ABTI(conv_dim, audio_dim, abti_dim, abti_heads, logit_scale=abti_logit_scale)
+                for p in self.abti_positions
+            }
         )
 
     @classmethod
@@ -155,6 +169,8 @@ class AQPixelDecoder(nn.Module):
             "abti_positions": list(pd.ABTI_POSITIONS),
             "abti_dim": pd.ABTI_DIM,
             "abti_heads": pd.ABTI_HEADS,
+            "abti_logit_scale": pd.ABTI_LOGIT_SCALE,
+            "fw_norm": pd.FW_NORM,
         }
 
     def _check_inputs(self, features: Dict[str, torch.Tensor], audio: torch.Tensor) -> None:

@@ -87,3 +87,33 @@ def test_remap_sums_outer_products_over_p():
     for p in range(T):
         expected += s[b, p, q][:, None] @ abti.f_o(o_hat[b, p, q])[None, :]  # [HW, 1] x [1, C]
     assert torch.allclose(out[b, q], expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("logit_scale, divisor", [("sqrt_dim", CB ** 0.5), ("none", 1.0)])
+def test_eq9_logit_scale(logit_scale, divisor):
+    """S_pq = Softmax_HW(f_a(A_p) f_m(F_q)^T / d): d = sqrt(C_b) by default, d = 1 as printed ("none")."""
+    torch.manual_seed(0)
+    abti = ABTI(feature_dim=C, audio_dim=CA, hidden_dim=CB, num_heads=2, logit_scale=logit_scale).eval()
+    feats, audio = _inputs()
+    frames = feats.flatten(2).transpose(1, 2).reshape(B, T, H * W, C)
+    s, _ = abti.gather(audio, frames)
+    b, p, q = 1, 0, 2
+    logits = abti.f_m(frames[b, q]) @ abti.f_a(audio[b, p])  # [HW], written out directly
+    assert torch.allclose(s[b, p, q], (logits / divisor).softmax(dim=0), atol=1e-6)
+
+
+def test_eq9_without_temperature_is_sharper():
+    """Same weights, the printed form's softmax over HW is further from uniform (lower entropy)."""
+    feats, audio = _inputs()
+    frames = feats.flatten(2).transpose(1, 2).reshape(B, T, H * W, C)
+    entropies = {}
+    for scale in ("sqrt_dim", "none"):
+        torch.manual_seed(0)
+        s, _ = ABTI(feature_dim=C, audio_dim=CA, hidden_dim=CB, num_heads=2, logit_scale=scale).gather(audio, frames)
+        entropies[scale] = -(s * s.log()).sum(-1).mean().item()
+    assert entropies["none"] < entropies["sqrt_dim"]
+
+
+def test_rejects_unknown_logit_scale():
+    with pytest.raises(ValueError, match="logit_scale"):
+        ABTI(feature_dim=C, audio_dim=CA, hidden_dim=CB, num_heads=2, logit_scale="sqrt")

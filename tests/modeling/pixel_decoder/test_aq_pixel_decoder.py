@@ -12,7 +12,7 @@ CHANNELS = {"res2": 8, "res3": 12, "res4": 16, "res5": 20}
 STRIDES = {"res2": 4, "res3": 8, "res4": 16, "res5": 32}
 
 
-def _cfg(positions=(1, 2, 3, 4), mode="printed"):
+def _cfg(positions=(1, 2, 3, 4), mode="printed", abti_logit_scale="sqrt_dim", fw_norm=True):
     cfg = get_cfg()
     add_aqformer_config(cfg)
     pd = cfg.MODEL.AQ_PIXEL_DECODER
@@ -26,6 +26,8 @@ def _cfg(positions=(1, 2, 3, 4), mode="printed"):
     pd.ABTI_DIM = 16
     pd.ABTI_HEADS = 2
     pd.ABTI_POSITIONS = list(positions)
+    pd.ABTI_LOGIT_SCALE = abti_logit_scale
+    pd.FW_NORM = fw_norm
     cfg.MODEL.AUDIO_ENCODER.OUT_DIM = CA
     return cfg
 
@@ -113,7 +115,41 @@ def test_gradients_reach_every_parameter(mode):
             assert param.grad.abs().sum() > 0, name
 
 
+@pytest.mark.parametrize("scale, multiplier", [("sqrt_dim", 16 ** -0.5), ("none", 1.0)])
+def test_abti_logit_scale_from_config(scale, multiplier):
+    """MODEL.AQ_PIXEL_DECODER.ABTI_LOGIT_SCALE reaches every ABTI instance (ABTI_DIM = 16 here)."""
+    model = _build(abti_logit_scale=scale)
+    abti_modules = [m for m in model.modules() if isinstance(m, ABTI)]
+    assert len(abti_modules) == 4
+    assert all(m.logit_scale == scale and m.logit_multiplier == pytest.approx(multiplier) for m in abti_modules)
+
+
+def _affine_defect(conv, x, y):
+    """|f(x + y) - f(x) - f(y) + f(0)|: 0 (up to round-off) exactly when f is affine."""
+    with torch.no_grad():
+        return (conv(x + y) - conv(x) - conv(y) + conv(torch.zeros_like(x))).abs().max().item()
+
+
+@pytest.mark.parametrize("fw_norm", [True, False])
+def test_fw_norm_switch(fw_norm):
+    """FW_NORM False: f_w of eq. (2) is the printed linear map (affine, with a bias); True: followed by GN.
+    The stride-4 path keeps GN either way. Round-off of the affine check: a few float32 ulps of values
+    of order 10 (1x1 conv over <= 20 channels of unit normals), far below the 1e-3 threshold; GroupNorm's
+    defect is of order 1."""
+    model = _build(fw_norm=fw_norm)
+    g = torch.Generator().manual_seed(2)
+    for attn, name in zip(model.av_attn, model.encoder_feature_names):
+        x, y = (torch.randn(2, CHANNELS[name], 4, 4, generator=g) for _ in range(2))
+        assert isinstance(attn.f_w.norm, torch.nn.GroupNorm) == fw_norm
+        assert (attn.f_w.bias is None) == fw_norm
+        assert (_affine_defect(attn.f_w, x, y) < 1e-3) == (not fw_norm)
+    assert isinstance(model.lateral_conv.norm, torch.nn.GroupNorm)
+    assert isinstance(model.output_conv.norm, torch.nn.GroupNorm)
+
+
 def test_bad_config_and_input_are_rejected():
+    with pytest.raises(ValueError, match="ABTI_LOGIT_SCALE"):
+        build_aq_pixel_decoder(_cfg(abti_logit_scale="sqrt"), _shapes())
     cfg = _cfg(positions=[0, 2])
     with pytest.raises(ValueError, match="ABTI_POSITIONS"):
         build_aq_pixel_decoder(cfg, _shapes())

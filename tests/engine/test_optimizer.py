@@ -1,0 +1,108 @@
+"""Optimizer and schedule of aqformer_d2/engine/optimizer.py: parameter groups (backbone multiplier, weight
+decay of norms / embeddings, frozen parameters), gradient clipping types and the poly schedule."""
+import pytest
+import torch
+from detectron2.config import get_cfg
+from torch import nn
+
+from aqformer_d2.config import add_aqformer_config
+from aqformer_d2.engine.optimizer import build_optimizer, build_param_groups, build_poly_lr_scheduler
+
+
+class _Toy(nn.Module):
+    """backbone conv + norm, a head linear + LayerNorm, an embedding, a level_embed parameter, a frozen part."""
+
+    def __init__(self):
+        super().__init__()
+        self.backbone = nn.Sequential(nn.Conv2d(3, 4, 1), nn.BatchNorm2d(4))
+        self.head = nn.Sequential(nn.Linear(4, 4), nn.LayerNorm(4))
+        self.query_feat = nn.Embedding(5, 4)
+        self.level_embed = nn.Parameter(torch.zeros(3, 4))
+        self.audio_encoder = nn.Linear(2, 2)
+        self.audio_encoder.requires_grad_(False)
+
+
+def _cfg(**solver):
+    cfg = get_cfg()
+    add_aqformer_config(cfg)
+    for key, value in solver.items():
+        setattr(cfg.SOLVER, key, value)
+    return cfg
+
+
+def test_param_groups():
+    groups = build_param_groups(_Toy(), base_lr=1.0, weight_decay=0.05, weight_decay_norm=0.01,
+                                weight_decay_embed=0.02, backbone_multiplier=0.1)
+    by_name = {g["name"]: g for g in groups}
+    assert not any(name.startswith("audio_encoder.") for name in by_name)  # frozen: left out
+    assert by_name["backbone.0.weight"]["lr"] == pytest.approx(0.1)
+    assert by_name["backbone.1.weight"]["lr"] == pytest.approx(0.1)
+    assert by_name["head.0.weight"]["lr"] == 1.0
+    assert [by_name[n]["weight_decay"] for n in ("backbone.1.weight", "backbone.1.bias", "head.1.weight")] == [0.01] * 3
+    assert by_name["query_feat.weight"]["weight_decay"] == 0.02
+    assert by_name["level_embed"]["weight_decay"] == 0.02
+    assert by_name["head.0.weight"]["weight_decay"] == by_name["head.0.bias"]["weight_decay"] == 0.05
+
+
+def _two_params():
+    model = nn.Module()
+    model.a = nn.Parameter(torch.zeros(2))
+    model.b = nn.Parameter(torch.zeros(2))
+    model.a.grad = torch.tensor([3.0, 0.0])
+    model.b.grad = torch.tensor([0.0, 4.0])  # joint L2 norm 5, per-parameter norms 3 and 4
+    return model
+
+
+@pytest.mark.parametrize(
+    "clip_type, expected_a, expected_b",
+    [
+        ("full_model", [-0.6, 0.0], [0.0, -0.8]),  # all gradients scaled by 1/5 together
+        ("norm", [-1.0, 0.0], [0.0, -1.0]),  # each gradient scaled to norm 1 separately (detectron2)
+    ],
+)
+def test_gradient_clipping_types(clip_type, expected_a, expected_b):
+    """SGD with lr 1 and no momentum / decay moves each parameter by minus its clipped gradient."""
+    cfg = _cfg(OPTIMIZER="SGD", BASE_LR=1.0, MOMENTUM=0.0, WEIGHT_DECAY=0.0, WEIGHT_DECAY_NORM=0.0)
+    cfg.SOLVER.CLIP_GRADIENTS.ENABLED = True
+    cfg.SOLVER.CLIP_GRADIENTS.CLIP_TYPE = clip_type
+    cfg.SOLVER.CLIP_GRADIENTS.CLIP_VALUE = 1.0
+    cfg.SOLVER.CLIP_GRADIENTS.NORM_TYPE = 2.0
+    model = _two_params()
+    opt = build_optimizer(cfg, model)
+    opt.step()
+    assert torch.allclose(model.a.detach(), torch.tensor(expected_a), atol=1e-6)
+    assert torch.allclose(model.b.detach(), torch.tensor(expected_b), atol=1e-6)
+
+
+def test_no_clipping_when_disabled_and_bad_type_rejected():
+    cfg = _cfg(OPTIMIZER="ADAMW")
+    assert type(build_optimizer(cfg, _two_params())) is torch.optim.AdamW
+    cfg.SOLVER.CLIP_GRADIENTS.ENABLED = True
+    cfg.SOLVER.CLIP_GRADIENTS.CLIP_TYPE = "full"
+    with pytest.raises(ValueError, match="CLIP_TYPE"):
+        build_optimizer(cfg, _two_params())
+    cfg.SOLVER.CLIP_GRADIENTS.CLIP_TYPE = "full_model"
+    cfg.SOLVER.CLIP_GRADIENTS.CLIP_VALUE = 0.0
+    with pytest.raises(ValueError, match="CLIP_VALUE"):
+        build_optimizer(cfg, _two_params())
+
+
+@pytest.mark.parametrize("warmup_iters", [0, 4])
+def test_poly_schedule(warmup_iters):
+    """lr(it) = base * warmup(it) * (1 - it / MAX_ITER) ** POLY_LR_POWER; with WARMUP_ITERS 0 the first step
+    already uses the full base lr."""
+    cfg = _cfg(BASE_LR=0.5, MAX_ITER=20, POLY_LR_POWER=0.9, WARMUP_ITERS=warmup_iters, WARMUP_FACTOR=0.01,
+               WARMUP_METHOD="linear")
+    opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.5)
+    sched = build_poly_lr_scheduler(cfg, opt)
+    lrs = []
+    for _ in range(20):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    for it in range(warmup_iters, 20):
+        assert lrs[it] == pytest.approx(0.5 * (1 - it / 20) ** 0.9, rel=1e-9)
+    if warmup_iters:
+        assert lrs[0] == pytest.approx(0.5 * 0.01)
+    else:
+        assert lrs[0] == 0.5
