@@ -28,6 +28,7 @@ sys.path.insert(0, REPO)
 
 import aqformer_d2  # noqa: E402,F401  (detectron2 compatibility before detectron2 imports)
 from aqformer_d2 import add_aqformer_config  # noqa: E402
+from aqformer_d2.checkpoint import local_weight_file  # noqa: E402
 from aqformer_d2.checkpoint.coco_backbone import load_coco_backbone  # noqa: E402
 from detectron2.config import get_cfg  # noqa: E402
 from detectron2.modeling import build_backbone  # noqa: E402
@@ -39,7 +40,7 @@ DEFAULT_CONFIG = os.path.join(REPO, "configs", "avsbench", "s4", "aqformer_R50.y
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("input", help="COCO checkpoint (.pkl / .pth / .safetensors)")
+    parser.add_argument("input", help="COCO checkpoint (.pkl / .pth / .safetensors), or a mask2former:// / detectron2:// URL")
     parser.add_argument("output", help="checkpoint to write (.pth), for MODEL.WEIGHTS")
     parser.add_argument("--config-file", default=DEFAULT_CONFIG,
                         help="config whose MODEL.BACKBONE is filled (default: configs/avsbench/s4/aqformer_R50.yaml)")
@@ -63,7 +64,7 @@ def main(argv: Optional[List[str]] = None) -> str:
     args = parse_args(argv)
     cfg = build_config(args.config_file, args.opts)
     backbone = build_backbone(cfg)
-    selection, _ = load_coco_backbone(backbone, args.input)
+    selection, _ = load_coco_backbone(backbone, local_weight_file(args.input))
     checkpoint = {
         "model": {args.prefix + k: v.detach().clone().contiguous() for k, v in backbone.state_dict().items()},
         "__author__": f"convert_d2_coco_backbone: {selection.layout} layout of {os.path.basename(args.input)}",

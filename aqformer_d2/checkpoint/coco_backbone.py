@@ -33,7 +33,9 @@ from torch import nn
 from .loading import CheckpointFormatError, load_state_dict_file
 from .state_dict_report import LoadReport, StateDictLoadError, load_state_dict_with_report
 
-__all__ = ["COCO_BACKBONE_LAYOUTS", "CocoBackbone", "load_coco_backbone", "select_coco_backbone"]
+__all__ = [
+    "COCO_BACKBONE_LAYOUTS", "CocoBackbone", "coco_backbone_checkpoint", "load_coco_backbone", "select_coco_backbone",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -161,3 +163,41 @@ def load_coco_backbone(backbone: nn.Module, path: PathLike, *, trust_pickle: boo
         ) from e
     logger.info(selection.summary())
     return selection, report
+
+
+# First name of every ResNet parameter in detectron2's ResNet (stem + stages); what
+# :func:`coco_backbone_checkpoint` takes when no target backbone is at hand.
+_RESNET_TOP_LEVEL = ("stem", "res2", "res3", "res4", "res5")
+
+
+def coco_backbone_checkpoint(state_dict: Mapping[str, torch.Tensor], *, source: str = "<checkpoint>",
+                             prefix: str = "backbone.") -> Dict[str, object]:
+    """The ResNet backbone of a COCO checkpoint as a whole-model checkpoint for ``MODEL.WEIGHTS``.
+
+    Used when no backbone is built yet (``MODEL.WEIGHTS mask2former://...`` / ``detectron2://...``): the
+    backbone keys are the checkpoint's own ``stem.*`` / ``res2.*`` ... ``res5.*`` keys under either
+    layout's prefix. Shapes are then checked by the checkpointer against the model being loaded. Logs
+    the one-line summary of :meth:`CocoBackbone.summary`.
+
+    Returns:
+        ``{"model": {prefix + name: tensor}, "__author__": ..., "matching_heuristics": False}``.
+
+    Raises:
+        CheckpointFormatError: no ResNet key under either layout's prefix.
+    """
+    names = {
+        key[len(p):] for key in state_dict for p in COCO_BACKBONE_LAYOUTS.values()
+        if key.startswith(p) and key[len(p):].split(".")[0] in _RESNET_TOP_LEVEL
+    }
+    selection = select_coco_backbone(state_dict, names, source=source)
+    # keys under the prefix that are not ResNet parameters (e.g. an FPN's) are skipped too
+    other = tuple(selection.prefix + k for k in selection.state_dict if k not in names)
+    selection = CocoBackbone(source=selection.source, layout=selection.layout,
+                             state_dict={k: v for k, v in selection.state_dict.items() if k in names},
+                             skipped=selection.skipped + other)
+    logger.info(selection.summary())
+    return {
+        "model": {prefix + k: torch.as_tensor(v) for k, v in selection.state_dict.items()},
+        "__author__": f"coco_backbone_checkpoint: {selection.layout} layout of {os.path.basename(source)}",
+        "matching_heuristics": False,
+    }

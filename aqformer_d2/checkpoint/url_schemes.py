@@ -1,4 +1,5 @@
-"""Pretrained weights by name: ``torchvision://``, ``torchvggish://``, ``timm://`` and ``detectron2://`` URLs.
+"""Pretrained weights by name: ``torchvision://``, ``torchvggish://``, ``timm://``, ``detectron2://`` and
+``mask2former://`` URLs.
 
 Registered with detectron2's ``PathManager`` (iopath) on ``import aqformer_d2``, so that
 ``MODEL.WEIGHTS torchvision://resnet50`` works like detectron2's own ``detectron2://`` URLs: the file is
@@ -10,7 +11,10 @@ Each URL has two local forms:
 * ``"checkpoint"`` (what ``PathManager.get_local_path(url)`` returns, hence what ``MODEL.WEIGHTS`` gets): a
   whole-model detectron2 checkpoint. torchvision, timm and torchvggish files are converted on first use
   with the package's converters and the result is cached next to the download (``<name>.d2.pth``, with a
-  ``.json`` record of the source hash and converter); ``detectron2://`` files are used as they are.
+  ``.json`` record of the source hash and converter). detectron2 and Mask2Former model-zoo models
+  (COCO detectors / segmenters) are reduced to their ResNet backbone
+  (:func:`aqformer_d2.checkpoint.coco_backbone.coco_backbone_checkpoint`, head keys reported in one log
+  line); ``detectron2://ImageNetPretrained/...`` files already are backbones and are used as they are.
 * ``"original"`` (``get_local_path(url, form="original")``, used by the component options
   ``MODEL.AUDIO_ENCODER.WEIGHTS`` / ``PCA_WEIGHTS``, ``MODEL.TIMM_BACKBONE.WEIGHTS`` and the converter
   tools): the downloaded file itself.
@@ -24,14 +28,18 @@ Names and where their URLs come from:
 * ``timm://<model>[.<tag>]``: ``model.safetensors`` of the Hugging Face repo that timm's pretrained
   config names (``timm.models.get_pretrained_cfg(name).hf_hub_id``);
 * ``detectron2://<path>``: ``<path>`` below detectron2's ``Detectron2Handler.S3_DETECTRON2_PREFIX``
-  (``https://dl.fbaipublicfiles.com/detectron2/``).
+  (``https://dl.fbaipublicfiles.com/detectron2/``);
+* ``mask2former://<path>``: ``<path>`` below ``https://dl.fbaipublicfiles.com/maskformer/mask2former/``, the
+  prefix of every checkpoint link in Mask2Former's MODEL_ZOO.md (e.g. the COCO panoptic R50
+  ``coco/panoptic/maskformer2_R50_bs16_50ep/model_final_94dc52.pkl``).
 
 The hex part of the torchvision and torchvggish names is a SHA-256 prefix by torch hub's convention and
-is checked; timm (Hugging Face) and detectron2 files get their hash recorded at first download.
+is checked; timm (Hugging Face), detectron2 and Mask2Former files get their hash recorded at first download.
 
 Each scheme's base URL can be replaced by an environment variable (a mirror, or a test server):
 ``AQFORMER_TORCHVISION_BASE_URL``, ``AQFORMER_TORCHVGGISH_BASE_URL``, ``AQFORMER_TIMM_BASE_URL`` and
-``AQFORMER_DETECTRON2_BASE_URL``; the file's path below the base stays the same.
+``AQFORMER_DETECTRON2_BASE_URL`` and ``AQFORMER_MASK2FORMER_BASE_URL``; the file's path below the base
+stays the same.
 """
 from __future__ import annotations
 
@@ -49,7 +57,7 @@ from detectron2.utils.file_io import PathHandler, PathManager
 from iopath.common.file_io import file_lock
 
 # Modules, not names: torchvision_resnet imports this module (its loader accepts weight URLs).
-from . import timm_convert, torchvggish_convert, torchvision_resnet
+from . import coco_backbone, timm_convert, torchvggish_convert, torchvision_resnet
 from .loading import load_checkpoint_file, load_state_dict_file
 from .weight_cache import (
     fetch_verified,
@@ -92,7 +100,13 @@ SCHEMES: Dict[str, str] = {
     "timm": "https://huggingface.co",
     # detectron2 v0.6, detectron2/utils/file_io.py: Detectron2Handler.S3_DETECTRON2_PREFIX.
     "detectron2": "https://dl.fbaipublicfiles.com/detectron2",
+    # facebookresearch/Mask2Former, MODEL_ZOO.md: every model link starts with this prefix.
+    "mask2former": "https://dl.fbaipublicfiles.com/maskformer/mask2former",
 }
+
+# detectron2:// files below this folder are ImageNet backbones (Caffe2 / torchvision names, loaded with
+# detectron2's matching heuristics); every other model-zoo file is a whole detector or segmenter.
+DETECTRON2_BACKBONE_FOLDER = "ImageNetPretrained/"
 
 # torchvision://<name> -> released file name. From torchvision 0.29.1 (torchvision/models/resnet.py):
 # ResNet50_Weights.IMAGENET1K_V1.url == "https://download.pytorch.org/models/resnet50-0676ba61.pth".
@@ -196,6 +210,17 @@ def _torchvggish_converter() -> Converter:
     )
 
 
+def _coco_backbone_converter() -> Converter:
+    def convert(path: str) -> Dict[str, Any]:
+        return coco_backbone.coco_backbone_checkpoint(load_state_dict_file(path), source=path, prefix="backbone.")
+
+    return Converter(
+        name="coco_backbone_checkpoint(prefix='backbone.')",
+        convert=convert,
+        command="python tools/convert_d2_coco_backbone.py {input} {output}",
+    )
+
+
 def _base_url(scheme: str) -> str:
     env = f"AQFORMER_{scheme.upper()}_BASE_URL"
     return (os.environ.get(env) or SCHEMES[scheme]).rstrip("/")
@@ -271,16 +296,33 @@ def _resolve_timm(url: str, name: str) -> WeightSource:
     )
 
 
-def _resolve_detectron2(url: str, name: str) -> WeightSource:
+def _model_zoo_relpath(url: str, scheme: str, name: str) -> str:
     relpath = posixpath.normpath(name)
     if relpath.startswith(("/", "..")) or relpath == ".":
-        raise ValueError(f"{url}: the path after 'detectron2://' must stay below detectron2's model zoo")
+        raise ValueError(f"{url}: the path after '{scheme}://' must stay below the {scheme} model zoo")
+    return relpath
+
+
+def _resolve_detectron2(url: str, name: str) -> WeightSource:
+    relpath = _model_zoo_relpath(url, "detectron2", name)
+    backbone_only = relpath.startswith(DETECTRON2_BACKBONE_FOLDER)
     return WeightSource(
         url=url,
         download_url=f"{_base_url('detectron2')}/{relpath}",
         cache_path=_cache_file("detectron2", relpath),
         hash_prefix=None,
-        converter=None,
+        converter=None if backbone_only else _coco_backbone_converter(),
+    )
+
+
+def _resolve_mask2former(url: str, name: str) -> WeightSource:
+    relpath = _model_zoo_relpath(url, "mask2former", name)
+    return WeightSource(
+        url=url,
+        download_url=f"{_base_url('mask2former')}/{relpath}",
+        cache_path=_cache_file("mask2former", relpath),
+        hash_prefix=None,
+        converter=_coco_backbone_converter(),
     )
 
 
@@ -289,6 +331,7 @@ _RESOLVERS: Dict[str, Callable[[str, str], WeightSource]] = {
     "torchvggish": _resolve_torchvggish,
     "timm": _resolve_timm,
     "detectron2": _resolve_detectron2,
+    "mask2former": _resolve_mask2former,
 }
 
 

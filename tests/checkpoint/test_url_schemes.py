@@ -6,6 +6,7 @@ released file carries a SHA-256 prefix get a test entry whose name carries the t
 import hashlib
 import importlib.util
 import io
+import logging
 import os
 import pickle
 from pathlib import Path
@@ -23,7 +24,7 @@ from safetensors.torch import save as safetensors_save
 from torch import nn
 
 import aqformer_d2
-from aqformer_d2.checkpoint import AQCheckpointer, WeightDownloadError, WeightHashError
+from aqformer_d2.checkpoint import AQCheckpointer, CheckpointFormatError, WeightDownloadError, WeightHashError
 from aqformer_d2.checkpoint import url_schemes
 from aqformer_d2.checkpoint.url_schemes import (
     TORCHVGGISH_FILES,
@@ -105,7 +106,7 @@ def test_urls_match_the_installed_sources():
 
 
 def test_handler_is_registered_for_every_scheme():
-    for prefix in ("torchvision://", "torchvggish://", "timm://", "detectron2://"):
+    for prefix in ("torchvision://", "torchvggish://", "timm://", "detectron2://", "mask2former://"):
         assert isinstance(PathManager._PathManager__get_path_handler(prefix + "x"), WeightURLHandler), prefix
 
 
@@ -115,7 +116,8 @@ def test_handler_is_registered_for_every_scheme():
         ("torchvision://resnet51", r"unknown torchvision weights 'resnet51'; known: \['resnet50'\]"),
         ("torchvggish://vgg", r"unknown torchvggish weights 'vgg'"),
         ("timm://no_such_net", r"timm .* has no model named 'no_such_net'"),
-        ("detectron2://../etc/passwd", r"must stay below detectron2's model zoo"),
+        ("detectron2://../etc/passwd", r"must stay below the detectron2 model zoo"),
+        ("mask2former://../x.pkl", r"must stay below the mask2former model zoo"),
         ("hub://resnet50", r"not a weight URL"),
     ],
 )
@@ -355,13 +357,14 @@ def test_detectron2_urls_are_cached_and_read_with_the_restricted_unpickler(weigh
     model = _Model(backbone=nn.Conv2d(3, 4, 3))
     expected = {"backbone.weight": np.random.default_rng(0).standard_normal((4, 3, 3, 3)).astype(np.float32),
                 "backbone.bias": np.arange(4, dtype=np.float32)}
-    weights_env.files["/detectron2/Test/tiny/model_final_abc123.pkl"] = pickle.dumps(
+    # ImageNetPretrained/ files are backbones already: used as they are (no conversion)
+    weights_env.files["/detectron2/ImageNetPretrained/tiny/model_final_abc123.pkl"] = pickle.dumps(
         {"model": expected, "__author__": "test"}, protocol=2
     )
-    url = "detectron2://Test/tiny/model_final_abc123.pkl"
+    url = "detectron2://ImageNetPretrained/tiny/model_final_abc123.pkl"
     AQCheckpointer(model).load(url)
     assert np.array_equal(model.backbone.weight.detach().numpy(), expected["backbone.weight"])
-    local = weights_env.cache / "detectron2" / "Test" / "tiny" / "model_final_abc123.pkl"
+    local = weights_env.cache / "detectron2" / "ImageNetPretrained" / "tiny" / "model_final_abc123.pkl"
     assert PathManager.get_local_path(url) == str(local)
     assert (Path(str(local) + ".sha256")).is_file()
 
@@ -369,9 +372,55 @@ def test_detectron2_urls_are_cached_and_read_with_the_restricted_unpickler(weigh
     fresh = _Model(backbone=nn.Conv2d(3, 4, 3))
     AQCheckpointer(fresh).load(url)
     assert np.array_equal(fresh.backbone.bias.detach().numpy(), expected["backbone.bias"])
-    assert weights_env.requests == ["/detectron2/Test/tiny/model_final_abc123.pkl"]
+    assert weights_env.requests == ["/detectron2/ImageNetPretrained/tiny/model_final_abc123.pkl"]
 
     point_schemes_at(monkeypatch, weights_env.url)
-    weights_env.files["/detectron2/Test/evil.pkl"] = pickle.dumps({"model": {"x": _Evil()}, "__author__": "x"})
+    weights_env.files["/detectron2/ImageNetPretrained/evil.pkl"] = pickle.dumps({"model": {"x": _Evil()}, "__author__": "x"})
     with pytest.raises(UnsafePickleError, match=r"evil.pkl: refused to unpickle global 'posix.system'"):
-        AQCheckpointer(fresh).load("detectron2://Test/evil.pkl")
+        AQCheckpointer(fresh).load("detectron2://ImageNetPretrained/evil.pkl")
+
+
+def _small_resnet_model() -> "_Model":
+    cfg = get_cfg()
+    aqformer_d2.add_aqformer_config(cfg)
+    cfg.MODEL.RESNETS.DEPTH = 18
+    cfg.MODEL.RESNETS.RES2_OUT_CHANNELS = 64
+    cfg.MODEL.RESNETS.OUT_FEATURES = ["res2", "res3"]
+    return _Model(backbone=build_resnet_backbone(cfg, ShapeSpec(channels=3)))
+
+
+@pytest.mark.parametrize("scheme, prefix, zoo_path", [
+    ("mask2former", "backbone.", "coco/panoptic/maskformer2_R18_test/model_final_000000.pkl"),
+    ("detectron2", "backbone.bottom_up.", "COCO-InstanceSegmentation/mask_rcnn_R_18_test/1/model_final_000000.pkl"),
+])
+def test_coco_model_zoo_urls_give_their_backbone(weights_env, monkeypatch, caplog, scheme, prefix, zoo_path):
+    """MODEL.WEIGHTS mask2former://... or detectron2://<COCO model> loads the model's ResNet backbone and
+    reports the skipped head keys in one line; the reduced file is cached, the second load is offline."""
+    source = _small_resnet_model()
+    rng = np.random.default_rng(1)
+    coco = {prefix + k: rng.standard_normal(tuple(v.shape)).astype(np.float32)
+            for k, v in source.backbone.state_dict().items()}
+    coco.update({"sem_seg_head.predictor.weight": np.ones((3, 3), np.float32),
+                 "backbone.fpn_lateral2.weight": np.ones((2, 2), np.float32)})
+    weights_env.files[f"/{scheme}/{zoo_path}"] = pickle.dumps({"model": coco, "__author__": "test"}, protocol=2)
+    url = f"{scheme}://{zoo_path}"
+    model = _small_resnet_model()
+    with caplog.at_level(logging.INFO, logger="aqformer_d2.checkpoint.coco_backbone"):
+        AQCheckpointer(model).load(url)
+    for k, v in model.backbone.state_dict().items():
+        assert np.array_equal(v.numpy(), coco[prefix + k]), k
+    summary = [r.getMessage() for r in caplog.records if "backbone tensors under" in r.getMessage()]
+    assert len(summary) == 1 and f"under '{prefix}'" in summary[0] and "skipped 2 other keys" in summary[0]
+
+    point_schemes_at(monkeypatch, closed_port_url())
+    again = _small_resnet_model()
+    AQCheckpointer(again).load(url)
+    assert torch.equal(again.backbone.res3[0].conv1.weight, model.backbone.res3[0].conv1.weight)
+    assert weights_env.requests == [f"/{scheme}/{zoo_path}"]
+
+
+def test_coco_model_without_resnet_keys_is_refused_by_name(weights_env):
+    weights_env.files["/mask2former/coco/x/model_final_1.pkl"] = pickle.dumps(
+        {"model": {"sem_seg_head.w": np.ones(2, np.float32)}, "__author__": "test"}, protocol=2)
+    with pytest.raises(CheckpointFormatError, match=r"model_final_1.pkl: no backbone key found"):
+        AQCheckpointer(_small_resnet_model()).load("mask2former://coco/x/model_final_1.pkl")
