@@ -18,9 +18,9 @@ def _inputs(seed=0):
     return torch.randn(B * T, C, H, W, generator=g, dtype=DTYPE), torch.randn(B, T, CA, generator=g, dtype=DTYPE)
 
 
-def _module():
+def _module(**kwargs):
     torch.manual_seed(0)
-    return ABTI(feature_dim=C, audio_dim=CA, hidden_dim=CB, num_heads=2).to(DTYPE).eval()
+    return ABTI(feature_dim=C, audio_dim=CA, hidden_dim=CB, num_heads=2, **kwargs).to(DTYPE).eval()
 
 
 def test_gather_weights_are_a_softmax_over_pixels():
@@ -92,8 +92,7 @@ def test_remap_sums_outer_products_over_p():
 @pytest.mark.parametrize("logit_scale, divisor", [("sqrt_dim", CB ** 0.5), ("none", 1.0)])
 def test_eq9_logit_scale(logit_scale, divisor):
     """S_pq = Softmax_HW(f_a(A_p) f_m(F_q)^T / d): d = sqrt(C_b) by default, d = 1 as printed ("none")."""
-    torch.manual_seed(0)
-    abti = ABTI(feature_dim=C, audio_dim=CA, hidden_dim=CB, num_heads=2, logit_scale=logit_scale).eval()
+    abti = _module(logit_scale=logit_scale)
     feats, audio = _inputs()
     frames = feats.flatten(2).transpose(1, 2).reshape(B, T, H * W, C)
     s, _ = abti.gather(audio, frames)
@@ -108,8 +107,7 @@ def test_eq9_without_temperature_is_sharper():
     frames = feats.flatten(2).transpose(1, 2).reshape(B, T, H * W, C)
     entropies = {}
     for scale in ("sqrt_dim", "none"):
-        torch.manual_seed(0)
-        s, _ = ABTI(feature_dim=C, audio_dim=CA, hidden_dim=CB, num_heads=2, logit_scale=scale).gather(audio, frames)
+        s, _ = _module(logit_scale=scale).gather(audio, frames)
         entropies[scale] = -(s * s.log()).sum(-1).mean().item()
     assert entropies["none"] < entropies["sqrt_dim"]
 
