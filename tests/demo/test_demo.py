@@ -19,7 +19,7 @@ TINY_CONFIG = os.path.join(REPO, "configs", "synthavs", "Base-Tiny.yaml")
 
 @pytest.fixture(scope="module")
 def demo():
-    """demo/demo.py as a module (it imports its sibling predictor.py, as detectron2's demo does)."""
+    """demo/demo.py as a module."""
     demo_dir = os.path.join(REPO, "demo")
     sys.path.insert(0, demo_dir)
     try:
