@@ -23,6 +23,8 @@ setup(
         "av",
         "safetensors",
         "tqdm",
+        "onnx",
+        "onnxruntime",
     ],
     extras_require={"test": ["pytest", "pytest-timeout", "pytest-xdist"]},
 )

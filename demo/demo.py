@@ -6,6 +6,15 @@ Examples::
     python demo/demo.py --config-file configs/avsbench/... --input video.mp4 --output out/ \\
         --opts MODEL.WEIGHTS model_final.pth
     python demo/demo.py --config-file ... --input frames_dir/ --audio sound.wav --output out/ --opts MODEL.WEIGHTS ...
+    python tools/export_onnx.py --config-file configs/avsbench/... --output model.onnx MODEL.WEIGHTS model_final.pth
+    python demo/demo.py --config-file configs/avsbench/... --input video.mp4 --output out/ \
+        --backend onnxruntime --onnx model.onnx
+
+Backends: ``torch`` (default) runs the model of --config-file / MODEL.WEIGHTS eagerly; ``onnxruntime``
+runs an ONNX file written by tools/export_onnx.py on the CPU. The config still sets the clip length
+T and the frame size, and the ONNX file must have been exported for the same T and size (checked).
+Both backends compute the probabilities at INPUT.IMAGE_SIZE; they are resized bilinearly to the
+frame size and thresholded at MODEL.AQFORMER.MASK_THRESHOLD here.
 
 Frames: one frame per second, as AVSBench. By default the LAST frame of each second (the frame
 AVSBench annotates for each one-second clip) is used; ``--frame-position first|middle`` changes that.
@@ -53,7 +62,18 @@ from aqformer_d2.audio.video import (
 from detectron2.config import get_cfg
 from detectron2.utils.logger import setup_logger
 
-from predictor import VideoPredictor, list_frame_folder, read_rgb
+from aqformer_d2.inference import (
+    BACKENDS,
+    ClipSegmenter,
+    build_segmenter,
+    clip_audio,
+    clip_frames,
+    list_frame_folder,
+    plan_clips,
+    read_rgb,
+    resize_frame,
+    resize_probs,
+)
 
 LOGGER_NAME = "aqformer_demo"
 MODEL_SAMPLE_RATE = 16000
@@ -77,9 +97,21 @@ def get_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--output", required=True, help="output folder (created if needed)")
     parser.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default="torch",
+        help="torch: PyTorch eager (default); onnxruntime: the --onnx file with ONNX Runtime on the CPU",
+    )
+    parser.add_argument(
+        "--onnx",
+        default=None,
+        metavar="FILE",
+        help="ONNX model written by tools/export_onnx.py (required with --backend onnxruntime)",
+    )
+    parser.add_argument(
         "--device",
-        default="cuda" if torch.cuda.is_available() else "cpu",
-        help="cpu or cuda[:N] (default: cuda when available)",
+        default=None,
+        help="cpu or cuda[:N] (default: cuda when available for --backend torch; onnxruntime runs on the cpu)",
     )
     parser.add_argument(
         "--frame-position",
@@ -107,8 +139,25 @@ def setup_cfg(args):
         raise ValueError(f"--opts needs KEY VALUE pairs, got an odd number of items: {args.opts}")
     cfg.merge_from_list(args.opts)
     cfg.MODEL.DEVICE = args.device
+    if cfg.INPUT.FORMAT not in ("RGB", "BGR"):
+        raise ValueError(f"{args.config_file}: INPUT.FORMAT = {cfg.INPUT.FORMAT!r}; the demo supports 'RGB' and 'BGR'")
     cfg.freeze()
     return cfg
+
+
+def _resolve_device(args) -> str:
+    """--device, or its default for the backend; ONNX Runtime (the CPU package) runs on the CPU only."""
+    if args.backend == "onnxruntime":
+        if args.onnx is None:
+            raise ValueError("--backend onnxruntime needs --onnx FILE (tools/export_onnx.py writes one)")
+        if args.device not in (None, "cpu"):
+            raise ValueError(f"--device {args.device}: --backend onnxruntime runs on the cpu")
+        return "cpu"
+    if args.onnx is not None:
+        raise ValueError(f"--onnx {args.onnx} is only used with --backend onnxruntime")
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    _check_device(device)
+    return device
 
 
 def _check_device(device: str) -> None:
@@ -147,8 +196,12 @@ class _MaskBySecond:
         return self._mask
 
 
-def _load_inputs(args, predictor: VideoPredictor, logger: logging.Logger) -> dict:
+def _load_inputs(args, segmenter: ClipSegmenter, logger: logging.Logger) -> dict:
     """Decode frames (one per second, resized for the model) and the 16 kHz mono audio."""
+
+    def preprocess(rgb: np.ndarray) -> np.ndarray:  # [h, w, 3] RGB -> [3, H, W] in the model's channel order
+        return resize_frame(rgb, segmenter.height, segmenter.width, segmenter.input_format)
+
     if os.path.isdir(args.input):
         if args.audio is None:
             raise ValueError(f"{args.input}: a frames folder needs an audio file (--audio)")
@@ -163,7 +216,7 @@ def _load_inputs(args, predictor: VideoPredictor, logger: logging.Logger) -> dic
                     f"{path}: frame size {rgb.shape[1]}x{rgb.shape[0]} differs from the first frame's "
                     f"{width}x{height} ({files[0]})"
                 )
-            frames.append(predictor.preprocess_frame(rgb))
+            frames.append(preprocess(rgb))
         waveform = load_audio_mono(args.audio, MODEL_SAMPLE_RATE)
         return {
             "input_type": "frames",
@@ -187,7 +240,7 @@ def _load_inputs(args, predictor: VideoPredictor, logger: logging.Logger) -> dic
         raise ValueError(
             f"{args.input}: the video has no audio stream; AQFormer needs sound (pass --audio FILE)"
         )
-    sampled = sample_frames_per_second(args.input, args.frame_position, transform=predictor.preprocess_frame)
+    sampled = sample_frames_per_second(args.input, args.frame_position, transform=preprocess)
     if sampled.repeated_seconds:
         logger.warning(
             "seconds %s hold no frame of their own; they repeat the frame on screen", sampled.repeated_seconds
@@ -229,19 +282,21 @@ def main(argv: Optional[List[str]] = None) -> dict:
     args = get_parser().parse_args(argv)
     logger = setup_logger(name=LOGGER_NAME)
     setup_logger(name="aqformer_d2")
-    _check_device(args.device)
+    args.device = _resolve_device(args)
     cfg = setup_cfg(args)
     start_time = time.perf_counter()
 
-    predictor = VideoPredictor(cfg)
-    data = _load_inputs(args, predictor, logger)
+    segmenter = build_segmenter(cfg, args.backend, args.onnx)
+    num_frames = segmenter.num_frames
+    threshold = float(cfg.MODEL.AQFORMER.MASK_THRESHOLD)
+    data = _load_inputs(args, segmenter, logger)
     num_seconds = len(data["frames"])
-    plans = predictor.plan_clips(num_seconds)
+    plans = plan_clips(num_seconds, num_frames)
     audio_seconds = data["waveform"].shape[0] / MODEL_SAMPLE_RATE
     logger.info(
         "%s: %dx%d, %.3f fps, %.2f s, %d sampled frames -> %d clip(s) of %d s; audio %.2f s from %s",
         args.input, data["width"], data["height"], float(data["fps"]), data["duration"], num_seconds,
-        len(plans), predictor.num_frames, audio_seconds, data["audio_path"],
+        len(plans), num_frames, audio_seconds, data["audio_path"],
     )
     if audio_seconds + 1.0 < num_seconds:
         logger.warning("the audio (%.2f s) ends before the video (%d s); missing seconds repeat the last example",
@@ -250,7 +305,7 @@ def main(argv: Optional[List[str]] = None) -> dict:
         logger.info(
             "the last clip covers %d second(s): padded to %d by repeating its last frame and its last audio "
             "example (as AVSBench pads audio); the padded frames get no mask",
-            len(plans[-1].seconds), predictor.num_frames,
+            len(plans[-1].seconds), num_frames,
         )
 
     mask_dir = os.path.join(args.output, "masks")
@@ -258,12 +313,13 @@ def main(argv: Optional[List[str]] = None) -> dict:
     mask_paths: List[str] = [""] * num_seconds
     clip_records = []
     for plan in tqdm.tqdm(plans, desc="AQFormer clips", unit="clip", disable=args.no_progress):
-        images = predictor.clip_frames(data["frames"], plan)
-        audio, num_examples = predictor.clip_audio(data["waveform"], MODEL_SAMPLE_RATE, plan)
-        probs = predictor(images, audio, data["height"], data["width"])  # [T, height, width]
+        images = clip_frames(data["frames"], plan)  # [T, 3, S, S] uint8
+        audio, num_examples = clip_audio(data["waveform"], MODEL_SAMPLE_RATE, plan)  # [T, 1, 96, 64]
+        probs = segmenter(images, audio)  # [T, S, S]
+        probs = resize_probs(probs[: len(plan.seconds)], data["height"], data["width"])  # [n, height, width]
         fg_fraction, names = [], []
         for i, sec in enumerate(plan.seconds):
-            mask = probs[i] > predictor.threshold  # [height, width]
+            mask = probs[i] > threshold  # [height, width]
             name = f"clip{plan.index:04d}_sec{sec:05d}.png"
             Image.fromarray(mask.astype(np.uint8) * 255, mode="L").save(os.path.join(mask_dir, name))
             mask_paths[sec] = os.path.join(mask_dir, name)
@@ -278,12 +334,18 @@ def main(argv: Optional[List[str]] = None) -> dict:
                 "padded": plan.padded,
                 "num_padded_frames": plan.num_padded,
                 "num_audio_examples": num_examples,
-                "num_padded_audio_examples": predictor.num_frames - num_examples,
+                "num_padded_audio_examples": num_frames - num_examples,
                 "foreground_fraction": fg_fraction,
                 "mask_files": names,
             }
         )
 
+    if args.backend == "onnxruntime":
+        weights = segmenter.metadata.get("weights", "")
+        weights_note = f"exported into {args.onnx} (MODEL.WEIGHTS when it was exported)"
+    else:
+        weights = cfg.MODEL.WEIGHTS
+        weights_note = "loaded" if weights else "MODEL.WEIGHTS empty: random initialisation"
     overlay_path = os.path.join(args.output, "overlay.mp4")
     overlay = write_video(
         overlay_path,
@@ -300,9 +362,11 @@ def main(argv: Optional[List[str]] = None) -> dict:
         "audio": os.path.abspath(data["audio_path"]),
         "config_file": os.path.abspath(args.config_file),
         "opts": list(args.opts),
-        "weights": cfg.MODEL.WEIGHTS or None,
-        "weights_note": "loaded" if cfg.MODEL.WEIGHTS else "MODEL.WEIGHTS empty: random initialisation",
-        "device": str(predictor.device),
+        "weights": weights or None,
+        "weights_note": weights_note,
+        "backend": args.backend,
+        "onnx": os.path.abspath(args.onnx) if args.onnx else None,
+        "device": args.device,
         "width": data["width"],
         "height": data["height"],
         "fps": float(data["fps"]),
@@ -311,9 +375,9 @@ def main(argv: Optional[List[str]] = None) -> dict:
         "num_video_frames": data["num_video_frames"],
         "audio_duration": round(audio_seconds, 6),
         "frame_sampling": data["frame_sampling"],
-        "clip_length": predictor.num_frames,
-        "image_size": predictor.image_size,
-        "mask_threshold": predictor.threshold,
+        "clip_length": num_frames,
+        "image_size": segmenter.height,
+        "mask_threshold": threshold,
         "num_sampled_frames": num_seconds,
         "num_clips": len(plans),
         "num_padded_clips": sum(p.padded for p in plans),

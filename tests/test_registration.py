@@ -62,3 +62,21 @@ def test_lower_layers_do_not_import_modeling():
                     assert not mod.startswith("aqformer_d2.data"), f"{path} imports {mod}"
             checked += 1
     assert checked > 15
+
+
+def test_only_entry_points_import_inference():
+    """aqformer_d2.inference sits above modeling (like engine): no other part of the package imports it,
+    and it does not import data or engine."""
+    import pathlib
+
+    root = pathlib.Path(aqformer_d2.__file__).parent
+    checked = 0
+    for path in root.rglob("*.py"):
+        inside = path.relative_to(root).parts[0] == "inference"
+        for mod in _imported_modules(path):
+            if inside:
+                assert not mod.startswith(("aqformer_d2.data", "aqformer_d2.engine")), f"{path} imports {mod}"
+            else:
+                assert not mod.startswith("aqformer_d2.inference"), f"{path} imports {mod}"
+        checked += inside
+    assert checked >= 4  # the inference modules were found and checked

@@ -19,7 +19,7 @@ TINY_CONFIG = os.path.join(REPO, "configs", "synthavs", "Base-Tiny.yaml")
 
 @pytest.fixture(scope="module")
 def demo():
-    """demo/demo.py as a module (it imports its sibling predictor.py, as detectron2's demo does)."""
+    """demo/demo.py as a module."""
     demo_dir = os.path.join(REPO, "demo")
     sys.path.insert(0, demo_dir)
     try:
@@ -158,3 +158,93 @@ def test_video_without_sound_needs_audio(demo, tmp_path):
             "--no-progress", "--opts", "MODEL.WEIGHTS", "", "INPUT.IMAGE_SIZE", "64"]
     with pytest.raises(ValueError, match=r"silent.mp4: the video has no audio stream"):
         demo.main(argv)
+
+
+# ------------------------------------------------------------------ ONNX Runtime backend
+@pytest.fixture(scope="module")
+def export_tool():
+    tools_dir = os.path.join(REPO, "tools")
+    spec = importlib.util.spec_from_file_location("aqformer_export_onnx_tool", os.path.join(tools_dir, "export_onnx.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def trained_onnx(trained_tiny, export_tool, tmp_path_factory):
+    """tools/export_onnx.py applied to the trained tiny model (T = 5, 64x64)."""
+    path = str(tmp_path_factory.mktemp("demo_onnx") / "trained.onnx")
+    export_tool.main(["--config-file", trained_tiny.config_file, "--output", path] + trained_tiny.opts)
+    return path
+
+
+def _synthavs_frames_folder(trained_tiny, folder, size):
+    """The frames of the two SynthAVS-S4 test clips, one after the other, resized to ``size`` (w, h), and a
+    WAV of their two sound tracks (10 s)."""
+    from detectron2.data import DatasetCatalog
+
+    from aqformer_d2.engine import build_cfg
+
+    build_cfg(trained_tiny.config_file, trained_tiny.opts)  # registers SynthAVS at this root
+    records = DatasetCatalog.get("synthavs_s4_test")
+    os.makedirs(folder)
+    frame_files = [path for record in records for path in record["frame_files"]]
+    for i, path in enumerate(frame_files):
+        with Image.open(path) as im:
+            im.convert("RGB").resize(size, Image.BILINEAR).save(os.path.join(folder, f"frame_{i + 1}.png"))
+    tracks = [sf.read(record["audio_wav_file"], dtype="float32") for record in records]
+    if len({rate for _, rate in tracks}) != 1:
+        raise ValueError(f"SynthAVS test clips with different sample rates: {[rate for _, rate in tracks]}")
+    wav = os.path.join(os.path.dirname(folder), "sound.wav")
+    sf.write(wav, np.concatenate([samples for samples, _ in tracks]), tracks[0][1])
+    return wav, len(frame_files)
+
+
+def test_demo_masks_of_both_backends_agree(demo, trained_tiny, trained_onnx, tmp_path):
+    """Trained weights, two SynthAVS clips enlarged to 160x120 (the model sees 64x64, the masks are resized
+    back): the masks of PyTorch eager and ONNX Runtime agree on >= 99.9% of the pixels."""
+    frames = str(tmp_path / "frames")
+    wav, num_frames = _synthavs_frames_folder(trained_tiny, frames, (160, 120))
+    base = ["--config-file", trained_tiny.config_file, "--input", frames, "--audio", wav, "--no-progress", "--opts"]
+    s_torch = demo.main(["--output", str(tmp_path / "torch"), "--device", "cpu", "--backend", "torch"]
+                        + base + trained_tiny.opts)
+    s_ort = demo.main(["--output", str(tmp_path / "ort"), "--backend", "onnxruntime", "--onnx", trained_onnx]
+                      + base + trained_tiny.opts)
+    assert (s_torch["backend"], s_ort["backend"]) == ("torch", "onnxruntime")
+    assert s_ort["onnx"] == os.path.abspath(trained_onnx) and s_ort["device"] == "cpu"
+    assert s_torch["weights"] == s_ort["weights"] == trained_tiny.weights
+    names = [n for clip in s_torch["clips"] for n in clip["mask_files"]]
+    assert names == [n for clip in s_ort["clips"] for n in clip["mask_files"]] and len(names) == num_frames == 10
+    a = np.stack([_read_mask(os.path.join(tmp_path, "torch", n))[2] for n in names]) > 0  # [10, 120, 160]
+    b = np.stack([_read_mask(os.path.join(tmp_path, "ort", n))[2] for n in names]) > 0
+    assert a.shape == (10, 120, 160)
+    assert 0.005 < a.mean() < 0.995, a.mean()  # trained masks: neither empty nor full
+    assert (a == b).mean() >= 0.999
+
+
+def test_demo_refuses_an_onnx_file_of_another_size(demo, trained_tiny, trained_onnx, tmp_path):
+    frames = str(tmp_path / "frames")
+    wav = _write_frames_and_wav(frames, 3, (40, 30), 3.0)
+    argv = ["--config-file", trained_tiny.config_file, "--input", frames, "--audio", wav, "--output",
+            str(tmp_path / "out"), "--no-progress", "--backend", "onnxruntime", "--onnx", trained_onnx, "--opts"]
+    with pytest.raises(ValueError, match=rf"{trained_onnx}: exported for clips of T=5 frames of 64x64 \(frames "
+                                         r"\[5, 3, 64, 64\]\), but the config makes clips of T=5 frames of 96x96 "
+                                         r"\(frames \[5, 3, 96, 96\]"):
+        demo.main(argv + trained_tiny.opts + ["INPUT.IMAGE_SIZE", "96"])
+    with pytest.raises(ValueError, match=r"frames \[5, 3, 64, 64\]\), but the config makes clips of T=4 frames"):
+        demo.main(argv + trained_tiny.opts + ["MODEL.AQFORMER.NUM_FRAMES", "4"])
+
+
+def test_demo_backend_arguments(demo, trained_onnx, tmp_path):
+    frames = str(tmp_path / "frames")
+    wav = _write_frames_and_wav(frames, 2, (40, 30), 2.0)
+    base = ["--config-file", TINY_CONFIG, "--input", frames, "--audio", wav, "--output", str(tmp_path / "out"),
+            "--no-progress"]
+    with pytest.raises(ValueError, match="--backend onnxruntime needs --onnx FILE"):
+        demo.main(base + ["--backend", "onnxruntime"])
+    with pytest.raises(ValueError, match="--device cuda: --backend onnxruntime runs on the cpu"):
+        demo.main(base + ["--backend", "onnxruntime", "--onnx", trained_onnx, "--device", "cuda"])
+    with pytest.raises(ValueError, match="only used with --backend onnxruntime"):
+        demo.main(base + ["--onnx", trained_onnx])
+    with pytest.raises(FileNotFoundError, match="nothing.onnx: ONNX model file not found"):
+        demo.main(base + ["--backend", "onnxruntime", "--onnx", str(tmp_path / "nothing.onnx")])

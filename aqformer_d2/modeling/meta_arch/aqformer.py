@@ -127,8 +127,12 @@ class AQFormer(nn.Module):
         frames = []
         for clip in batched_inputs:
             images = clip["images"].to(self.device)  # [T, 3, H, W]
-            frames.extend((images[t].to(self.dtype) - self.pixel_mean) / self.pixel_std for t in range(images.shape[0]))
+            frames.extend(self.normalize(images[t]) for t in range(images.shape[0]))
         return ImageList.from_tensors(frames, self.size_divisibility)
+
+    def normalize(self, images: torch.Tensor) -> torch.Tensor:
+        """(x - PIXEL_MEAN) / PIXEL_STD in the model's dtype: [..., 3, H, W] uint8 or float -> same shape."""
+        return (images.to(self.dtype) - self.pixel_mean) / self.pixel_std
 
     def encode_audio(self, batched_inputs: List[Dict]) -> torch.Tensor:
         """Audio features A of eq. (1), (9) and the audio queries: returns [B, T, C_a]."""
@@ -156,14 +160,30 @@ class AQFormer(nn.Module):
             self._check_clip(i, clip)
         images = self.preprocess_images(batched_inputs)  # [B*T, 3, Hp, Wp]
         audio = self.encode_audio(batched_inputs)  # [B, T, C_a]
-        features = self.backbone(images.tensor)  # name -> [B*T, C_i, H_i, W_i]
-        mask_features, multi_scale = self.pixel_decoder(features, audio)
-        outputs = self.predictor(multi_scale, mask_features, audio)
+        outputs = self.decode(images.tensor, audio)
 
         if self.training:
             targets = self.prepare_targets(batched_inputs, images.tensor.shape[-2:])
             return self.criterion(outputs, targets["masks"], targets["mask_valid"])
         return self.postprocess(outputs["pred_masks"], images, batched_inputs)
+
+    def decode(self, frames: torch.Tensor, audio: torch.Tensor) -> Dict:
+        """Backbone, pixel decoder and transformer decoder on tensors (also the ONNX export's path).
+
+        Args:
+            frames: normalised frames, [B*T, 3, Hp, Wp] (Hp, Wp multiples of the size divisibility).
+            audio: audio features A, [B, T, C_a].
+
+        Returns:
+            the transformer decoder's output dict ("pred_masks" [B, T, Hp/4, Wp/4], ...).
+        """
+        features = self.backbone(frames)  # name -> [B*T, C_i, H_i, W_i]
+        mask_features, multi_scale = self.pixel_decoder(features, audio)
+        return self.predictor(multi_scale, mask_features, audio)
+
+    def upsample_logits(self, mask_logits: torch.Tensor, padded_hw) -> torch.Tensor:
+        """Eq. (6) logits [B, T, H4, W4] -> bilinear to the padded input size [B, T, Hp, Wp]."""
+        return F.interpolate(mask_logits, size=tuple(padded_hw), mode="bilinear", align_corners=False)
 
     def postprocess(self, mask_logits: torch.Tensor, images: ImageList, batched_inputs: List[Dict]):
         """Eq. (6) output -> per-clip probabilities at the original size.
@@ -171,9 +191,7 @@ class AQFormer(nn.Module):
         mask_logits: [B, T, H4, W4] -> upsampled to the padded size [B, T, Hp, Wp], cropped to each
         clip's input size, resized to (height, width), then sigmoid.
         """
-        padded = F.interpolate(
-            mask_logits, size=images.tensor.shape[-2:], mode="bilinear", align_corners=False
-        )  # [B, T, Hp, Wp]
+        padded = self.upsample_logits(mask_logits, images.tensor.shape[-2:])  # [B, T, Hp, Wp]
         results = []
         for b, clip in enumerate(batched_inputs):
             h, w = images.image_sizes[b * self.num_frames]

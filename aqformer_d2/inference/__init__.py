@@ -1,0 +1,57 @@
+"""Clip-level inference shared by the demo, the ONNX export and the benchmarks.
+
+* :mod:`.clips`: clip planning (T seconds per clip, padding of the last one), frame resizing, VGGish
+  examples per clip, resizing of the probabilities to the frame size.
+* :mod:`.clip_module`: :class:`ClipSegmentationModule`, one clip of fixed T, H, W through AQFormer on tensors.
+* :mod:`.onnx_export`: :func:`export_clip_onnx` and the metadata that records T, H, W.
+* :mod:`.segmenter`: :class:`ClipSegmenter` with a PyTorch eager and an ONNX Runtime backend.
+
+Import direction: this package imports ``aqformer_d2.modeling`` (through detectron2's ``build_model``),
+``aqformer_d2.checkpoint`` and ``aqformer_d2.audio``; ``data``, ``evaluation``, ``audio``, ``utils`` and
+``checkpoint`` never import it. ``onnx`` and ``onnxruntime`` are imported only when used.
+"""
+from .clip_module import ClipSegmentationModule, padded_size
+from .clips import (
+    INPUT_FORMATS,
+    ClipPlan,
+    clip_audio,
+    clip_frames,
+    list_frame_folder,
+    plan_clips,
+    read_rgb,
+    resize_frame,
+    resize_probs,
+)
+from .onnx_export import DEFAULT_OPSET, check_graph_inputs, export_clip_onnx, parse_clip_metadata
+from .segmenter import (
+    BACKENDS,
+    ClipSegmenter,
+    OnnxRuntimeSegmenter,
+    TorchSegmenter,
+    build_inference_model,
+    build_segmenter,
+)
+
+__all__ = [
+    "BACKENDS",
+    "ClipPlan",
+    "ClipSegmentationModule",
+    "ClipSegmenter",
+    "DEFAULT_OPSET",
+    "INPUT_FORMATS",
+    "OnnxRuntimeSegmenter",
+    "TorchSegmenter",
+    "build_inference_model",
+    "build_segmenter",
+    "check_graph_inputs",
+    "clip_audio",
+    "clip_frames",
+    "export_clip_onnx",
+    "list_frame_folder",
+    "padded_size",
+    "parse_clip_metadata",
+    "plan_clips",
+    "read_rgb",
+    "resize_frame",
+    "resize_probs",
+]

@@ -1,0 +1,96 @@
+"""One clip of fixed size through AQFormer, on tensors only: the module the ONNX export traces and the
+PyTorch backend runs eagerly, so both backends execute the same code.
+
+``AQFormer.forward`` takes a list of clip dicts and pads the frames with detectron2's ``ImageList``,
+whose data-dependent shapes neither ONNX exporter handles (the TorchScript exporter turns the padded
+frames into a constant). This module fixes T, H and W at construction, appends zero rows /
+columns when H or W is not a multiple of the model's size divisibility, and calls the meta-arch's
+own pieces (:meth:`AQFormer.normalize`, its audio encoder, :meth:`AQFormer.decode`,
+:meth:`AQFormer.upsample_logits`), the same ones ``AQFormer.forward`` runs.
+"""
+from __future__ import annotations
+
+from typing import Tuple
+
+import torch
+from torch import nn
+
+__all__ = ["ClipSegmentationModule", "padded_size"]
+
+
+def padded_size(height: int, width: int, size_divisibility: int) -> Tuple[int, int]:
+    """(H, W) rounded up to multiples of ``size_divisibility`` (unchanged for <= 1), as ``ImageList`` pads."""
+    if size_divisibility <= 1:
+        return height, width
+    d = size_divisibility
+    return -(-height // d) * d, -(-width // d) * d
+
+
+class ClipSegmentationModule(nn.Module):
+    """Sound probabilities of one clip of ``num_frames`` frames of ``height`` x ``width``.
+
+    ``forward(frames, audio)``: frames uint8 ``[T, 3, H, W]`` in ``INPUT.FORMAT`` channel order, audio float
+    ``[T, 1, 96, 64]`` VGGish log-mel examples -> probabilities ``[T, H, W]`` (sigmoid of eq. 6, bilinearly
+    upsampled to the input size as ``AQFormer.postprocess`` does).
+
+    Args:
+        model: an ``AQFormer`` meta-architecture (not copied; its weights are shared). The module is put
+            in eval mode, and with it ``model``.
+        num_frames: T; must equal the model's ``num_frames``.
+        height, width: frame size H, W the module is fixed to.
+    """
+
+    def __init__(self, model: nn.Module, num_frames: int, height: int, width: int):
+        super().__init__()
+        if num_frames != model.num_frames:
+            raise ValueError(
+                f"ClipSegmentationModule: T = {num_frames}, but the model was built for "
+                f"MODEL.AQFORMER.NUM_FRAMES = {model.num_frames}"
+            )
+        if height < 1 or width < 1:
+            raise ValueError(f"ClipSegmentationModule: frame size must be positive, got {height}x{width}")
+        self.model = model
+        self.num_frames = num_frames
+        self.height = height
+        self.width = width
+        self.padded_hw = padded_size(height, width, model.size_divisibility)
+        # Inference only. A fresh nn.Module starts in training mode, and exporters that restore the mode
+        # they found would put the shared model back into training mode (batch norm updating its statistics).
+        self.eval()
+
+    @property
+    def frames_shape(self) -> Tuple[int, int, int, int]:
+        return (self.num_frames, 3, self.height, self.width)
+
+    @property
+    def audio_shape(self) -> Tuple[int, int, int, int]:
+        return (self.num_frames, 1, 96, 64)
+
+    def check_inputs(self, frames: torch.Tensor, audio: torch.Tensor) -> None:
+        """Shapes and dtype of one clip; errors give the expected and the actual shape."""
+        if tuple(frames.shape) != self.frames_shape or frames.dtype != torch.uint8:
+            raise ValueError(
+                f"ClipSegmentationModule: frames must be uint8 {list(self.frames_shape)}, "
+                f"got {frames.dtype} {list(frames.shape)}"
+            )
+        if tuple(audio.shape) != self.audio_shape:
+            raise ValueError(
+                f"ClipSegmentationModule: audio must be {list(self.audio_shape)}, got {list(audio.shape)}"
+            )
+
+    def forward(self, frames: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
+        self.check_inputs(frames, audio)
+        model = self.model
+        pad_h, pad_w = self.padded_hw[0] - self.height, self.padded_hw[1] - self.width
+        x = model.normalize(frames)  # [T, 3, H, W]
+        # Zeros after normalisation at the bottom / right, as ImageList pads. Concatenated rather than F.pad:
+        # the TorchScript exporter computes F.pad's pads at run time, and the graph would lose its static shapes.
+        if pad_h:
+            x = torch.cat([x, x.new_zeros(self.num_frames, 3, pad_h, self.width)], dim=2)  # [T, 3, Hp, W]
+        if pad_w:
+            x = torch.cat([x, x.new_zeros(self.num_frames, 3, self.padded_hw[0], pad_w)], dim=3)  # [T, 3, Hp, Wp]
+        feats = model.audio_encoder(audio.to(model.dtype))  # [T, C_a]
+        feats = feats.view(1, self.num_frames, -1)  # [B=1, T, C_a]
+        logits = model.decode(x, feats)["pred_masks"]  # [1, T, Hp/4, Wp/4]
+        logits = model.upsample_logits(logits, self.padded_hw)  # [1, T, Hp, Wp]
+        return logits[0, :, : self.height, : self.width].sigmoid()  # [T, H, W]
