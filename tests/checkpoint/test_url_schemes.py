@@ -380,15 +380,6 @@ def test_detectron2_urls_are_cached_and_read_with_the_restricted_unpickler(weigh
         AQCheckpointer(fresh).load("detectron2://ImageNetPretrained/evil.pkl")
 
 
-def _small_resnet_model() -> "_Model":
-    cfg = get_cfg()
-    aqformer_d2.add_aqformer_config(cfg)
-    cfg.MODEL.RESNETS.DEPTH = 18
-    cfg.MODEL.RESNETS.RES2_OUT_CHANNELS = 64
-    cfg.MODEL.RESNETS.OUT_FEATURES = ["res2", "res3"]
-    return _Model(backbone=build_resnet_backbone(cfg, ShapeSpec(channels=3)))
-
-
 @pytest.mark.parametrize("scheme, prefix, zoo_path", [
     ("mask2former", "backbone.", "coco/panoptic/maskformer2_R18_test/model_final_000000.pkl"),
     ("detectron2", "backbone.bottom_up.", "COCO-InstanceSegmentation/mask_rcnn_R_18_test/1/model_final_000000.pkl"),
@@ -396,7 +387,7 @@ def _small_resnet_model() -> "_Model":
 def test_coco_model_zoo_urls_give_their_backbone(weights_env, monkeypatch, caplog, scheme, prefix, zoo_path):
     """MODEL.WEIGHTS mask2former://... or detectron2://<COCO model> loads the model's ResNet backbone and
     reports the skipped head keys in one line; the reduced file is cached, the second load is offline."""
-    source = _small_resnet_model()
+    source = _d2_resnet18()
     rng = np.random.default_rng(1)
     coco = {prefix + k: rng.standard_normal(tuple(v.shape)).astype(np.float32)
             for k, v in source.backbone.state_dict().items()}
@@ -404,7 +395,7 @@ def test_coco_model_zoo_urls_give_their_backbone(weights_env, monkeypatch, caplo
                  "backbone.fpn_lateral2.weight": np.ones((2, 2), np.float32)})
     weights_env.files[f"/{scheme}/{zoo_path}"] = pickle.dumps({"model": coco, "__author__": "test"}, protocol=2)
     url = f"{scheme}://{zoo_path}"
-    model = _small_resnet_model()
+    model = _d2_resnet18()
     with caplog.at_level(logging.INFO, logger="aqformer_d2.checkpoint.coco_backbone"):
         AQCheckpointer(model).load(url)
     for k, v in model.backbone.state_dict().items():
@@ -413,7 +404,7 @@ def test_coco_model_zoo_urls_give_their_backbone(weights_env, monkeypatch, caplo
     assert len(summary) == 1 and f"under '{prefix}'" in summary[0] and "skipped 2 other keys" in summary[0]
 
     point_schemes_at(monkeypatch, closed_port_url())
-    again = _small_resnet_model()
+    again = _d2_resnet18()
     AQCheckpointer(again).load(url)
     assert torch.equal(again.backbone.res3[0].conv1.weight, model.backbone.res3[0].conv1.weight)
     assert weights_env.requests == [f"/{scheme}/{zoo_path}"]
@@ -423,4 +414,4 @@ def test_coco_model_without_resnet_keys_is_refused_by_name(weights_env):
     weights_env.files["/mask2former/coco/x/model_final_1.pkl"] = pickle.dumps(
         {"model": {"sem_seg_head.w": np.ones(2, np.float32)}, "__author__": "test"}, protocol=2)
     with pytest.raises(CheckpointFormatError, match=r"model_final_1.pkl: no backbone key found"):
-        AQCheckpointer(_small_resnet_model()).load("mask2former://coco/x/model_final_1.pkl")
+        AQCheckpointer(_d2_resnet18()).load("mask2former://coco/x/model_final_1.pkl")
