@@ -206,17 +206,25 @@ def result_path(output: str, task: str, canonical: str, protocol: Dict[str, Any]
 
 def pending_runs(plan: Dict[str, List[Row]], seeds: Sequence[int], output: str, protocols: Dict[str, Dict]
                  ) -> List[Tuple[str, str, List[Row], int]]:
-    """(task, canonical overrides, rows, seed) still to run, in order: task, seed-major within the full
-    model first (its seed-0 model is needed by the attribution study), then the listed row order."""
-    todo = []
-    for task in sorted(plan, key=lambda t: TASK_ORDER.index(t) if t in TASK_ORDER else len(TASK_ORDER)):
-        groups = unique_runs(plan[task])
-        full = canonical_overrides(dict(FULL).items())
-        groups.sort(key=lambda g: g[0] != full)  # stable: the full model first, then table order
-        for seed in seeds:
-            for canonical, rows in groups:
-                if not os.path.isfile(result_path(output, task, canonical, protocols[task], seed)):
-                    todo.append((task, canonical, rows, seed))
+    """(task, canonical overrides, rows, seed) still to run, most useful first: the full model (first seed)
+    of every task (bench/audio_attribution.py needs it), then task by task (MS3 first) and sub-table by
+    sub-table, every seed of a sub-table's runs before the next sub-table, so that whole sub-tables land."""
+    full = canonical_overrides(dict(FULL).items())
+    tasks = sorted(plan, key=lambda t: TASK_ORDER.index(t) if t in TASK_ORDER else len(TASK_ORDER))
+    order = [(t, full, seeds[0]) for t in tasks if any(canonical_overrides(r.overrides) == full for r in plan[t])]
+    for task in tasks:
+        for table in dict.fromkeys(r.table for r in plan[task]):
+            groups = [c for c, rows in unique_runs(plan[task]) if rows[0].table == table]
+            for seed in seeds:
+                order += [(task, c, seed) for c in groups]
+    groups = {(t, c): rows for t in tasks for c, rows in unique_runs(plan[t])}
+    todo, seen = [], set()
+    for task, canonical, seed in order:
+        if (task, canonical, seed) in seen:
+            continue
+        seen.add((task, canonical, seed))
+        if not os.path.isfile(result_path(output, task, canonical, protocols[task], seed)):
+            todo.append((task, canonical, groups[(task, canonical)], seed))
     return todo
 
 
@@ -440,8 +448,11 @@ def run_one(task: str, canonical: str, rows: Sequence[Row], seed: int, args, pro
 
     overrides = json.loads(canonical)
     out_dir = os.path.join(args.work_dir, "train", task, f"{run_slug(canonical)}__{run_id(canonical, protocol)}_seed{seed}")
+    # Data loading in the main process: a forked loader worker of a process whose torch already ran with
+    # 2 threads hung here (no batch after minutes), and at these sizes a worker buys nothing.
     opts = ["OUTPUT_DIR", out_dir, "SEED", seed, "SOLVER.MAX_ITER", args.iters, "INPUT.IMAGE_SIZE", args.image_size,
-            "SOLVER.CHECKPOINT_PERIOD", 10 ** 9, "TEST.EVAL_PERIOD", 0] + _dataset_opts(task, args)
+            "SOLVER.CHECKPOINT_PERIOD", 10 ** 9, "TEST.EVAL_PERIOD", 0, "DATALOADER.NUM_WORKERS", 0]
+    opts += _dataset_opts(task, args)
     for key, value in overrides:
         opts += [key, value]
     opts += list(args.opts)

@@ -55,13 +55,17 @@ def test_canonical_overrides_ignore_order_but_not_values():
         "abti_positions=none_dec_stages=3"
 
 
-def test_resume_skips_finished_runs_and_puts_the_full_model_first(tmp_path):
-    plan = ab.select_rows(["ms3"], ["a", "d"], None)
+def test_resume_skips_finished_runs_and_orders_full_models_then_whole_subtables(tmp_path):
+    plan = ab.select_rows(["ms3", "s4"], ["a", "d"], None)
     protocols = _protocols(plan)
     todo = ab.pending_runs(plan, [0, 1], str(tmp_path), protocols)
-    assert len(todo) == 2 * 6  # a: 3 runs, d: 3 runs (no setting shared), 2 seeds
-    assert todo[0][1] == ab.canonical_overrides(dict(ab.FULL).items()) and todo[0][3] == 0
-    assert [t[3] for t in todo] == [0] * 6 + [1] * 6  # seed-major
+    assert len(todo) == 2 * 2 * 6  # per task: a 3 runs + d 3 runs (no setting shared), 2 seeds
+    full = ab.canonical_overrides(dict(ab.FULL).items())
+    # Full models (seed 0) of both tasks first, MS3 first; then MS3 (a) with both seeds, then MS3 (d), ...
+    assert [(t[0], t[1] == full, t[3]) for t in todo[:2]] == [("ms3", True, 0), ("s4", True, 0)]
+    assert [(t[0], t[2][0].table, t[3]) for t in todo[2:8]] == [("ms3", "a", 0)] * 3 + [("ms3", "a", 1)] * 3
+    assert [(t[0], t[2][0].table, t[3]) for t in todo[8:13]] == [("ms3", "d", 0)] * 2 + [("ms3", "d", 1)] * 3
+    assert len({(t[0], t[1], t[3]) for t in todo}) == len(todo)
     # Finish two of them: they are no longer pending; another protocol does not count as finished.
     for task, canonical, rows, seed in todo[:2]:
         path = ab.result_path(str(tmp_path), task, canonical, protocols[task], seed)
@@ -69,8 +73,9 @@ def test_resume_skips_finished_runs_and_puts_the_full_model_first(tmp_path):
         with open(path, "w") as f:
             json.dump({"mIoU": 0.5, "Fscore": 0.6}, f)
     left = ab.pending_runs(plan, [0, 1], str(tmp_path), protocols)
-    assert len(left) == 10 and all(x not in left for x in todo[:2])
-    assert len(ab.pending_runs(plan, [0, 1], str(tmp_path), {"ms3": {"iters": 2}})) == 12
+    assert len(left) == 22 and all(x not in left for x in todo[:2])
+    other = {t: {"iters": 2} for t in plan}
+    assert len(ab.pending_runs(plan, [0, 1], str(tmp_path), other)) == 24
 
 
 def test_compare_sign_and_spread():
