@@ -380,7 +380,10 @@ def parse_args(argv=None):
                    help="results (committed): runs/, ablations.json/.md/.png")
     p.add_argument("--work-dir", default=os.path.join("output", "ablations"),
                    help="training folders and the saved full models (large, git-ignored)")
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--jobs", type=int, default=2,
+                   help="runs trained at once, each in its own process (default 2: one per core of a 2-core machine)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads per run")
+    p.add_argument("--no-report", action="store_true", help=argparse.SUPPRESS)  # used by the --jobs children
     p.add_argument("--rerun", action="store_true", help="run the selected (row, seed) again even if finished")
     p.add_argument("--report-only", action="store_true", help="only rebuild the table and chart from finished runs")
     p.add_argument("--dry-run", action="store_true", help="list the runs that would be made, then stop")
@@ -388,8 +391,8 @@ def parse_args(argv=None):
     args = p.parse_args(argv)
     if args.tasks is None:
         args.tasks = ["ms3"] if (args.tables or args.rows) else list(TASK_ORDER)
-    if args.iters < 1 or args.image_size < 32:
-        p.error("--iters must be >= 1 and --image-size >= 32")
+    if args.iters < 1 or args.image_size < 32 or args.jobs < 1 or args.threads < 1:
+        p.error("--iters, --jobs and --threads must be >= 1 and --image-size >= 32")
     return args
 
 
@@ -523,6 +526,67 @@ def write_report(plan, seeds, args, protocols) -> List[Dict]:
     return entries
 
 
+def run_here(todo, args, plan, protocols) -> None:
+    """Train the pending runs one after the other in this process."""
+    import torch
+
+    torch.set_num_threads(args.threads)
+    start = time.perf_counter()
+    for i, (task, canonical, rows, seed) in enumerate(todo, 1):
+        logger.info("[%d/%d] %s seed %d: %s", i, len(todo), task, seed, ", ".join(r.key for r in rows))
+        record = run_one(task, canonical, rows, seed, args, protocols[task])
+        _write_json(result_path(args.output, task, canonical, protocols[task], seed), record)
+        logger.info("[%d/%d] M_J %.4f M_F %.4f in %.1f min (elapsed %.1f min)", i, len(todo), record["mIoU"],
+                    record["Fscore"], record["train_minutes"], (time.perf_counter() - start) / 60)
+        if not args.no_report:
+            write_report(plan, args.seeds, args, protocols)
+
+
+def child_argv(args, task: str, row_key: str, seed: int) -> List[str]:
+    """Arguments of a child that trains exactly one run with this command's protocol."""
+    out = ["--tasks", task, "--rows", row_key, "--seeds", str(seed), "--jobs", "1", "--no-report",
+           "--iters", str(args.iters), "--image-size", str(args.image_size), "--config-file", args.config_file,
+           "--output", args.output, "--work-dir", args.work_dir, "--threads", str(args.threads)]
+    if args.avs_root:
+        out += ["--avs-root", args.avs_root]
+    if args.synthavs_clips:
+        out += ["--synthavs-clips"] + [str(n) for n in args.synthavs_clips]
+    return out + [str(o) for o in args.opts]
+
+
+def run_in_children(todo, args, plan, protocols) -> None:
+    """Train the pending runs ``args.jobs`` at a time, each in a child process (``--jobs 1`` of this
+    script for that one run); the table is rebuilt whenever one ends. A failed child stops the command."""
+    import subprocess
+
+    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
+    queue, running, start = list(todo), [], time.perf_counter()
+    log_dir = os.path.join(args.work_dir, "logs")
+    os.makedirs(log_dir, exist_ok=True)
+    while queue or running:
+        while queue and len(running) < args.jobs:
+            task, canonical, rows, seed = queue.pop(0)
+            cmd = [sys.executable, os.path.abspath(__file__)] + child_argv(args, task, rows[0].key, seed)
+            log = os.path.join(log_dir, f"{task}_{run_slug(canonical)}_seed{seed}.log")
+            logger.info("start %s seed %d (%s); log %s", task, seed, ", ".join(r.key for r in rows), log)
+            fh = open(log, "w")
+            running.append((subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env), fh, task, rows, seed, log))
+        time.sleep(5)
+        for item in list(running):
+            proc, fh, task, rows, seed, log = item
+            if proc.poll() is None:
+                continue
+            running.remove(item)
+            fh.close()
+            if proc.returncode != 0:
+                for other in running:
+                    other[0].terminate()
+                raise SystemExit(f"run {task} seed {seed} ({rows[0].key}) failed (exit {proc.returncode}); see {log}")
+            logger.info("done %s seed %d (%s); elapsed %.1f min", task, seed, rows[0].key,
+                        (time.perf_counter() - start) / 60)
+            write_report(plan, args.seeds, args, protocols)
+
+
 def main(argv=None):
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
@@ -546,18 +610,13 @@ def main(argv=None):
             print(f"{task} seed {seed}: {', '.join(r.key for r in rows)}  {run_slug(canonical)}")
         return []
     if not args.report_only and todo:
-        import torch
-
-        torch.set_num_threads(args.threads)
         prepare_data([t for t in plan if any(x[0] == t for x in todo)], args)
-        start = time.perf_counter()
-        for i, (task, canonical, rows, seed) in enumerate(todo, 1):
-            logger.info("[%d/%d] %s seed %d: %s", i, len(todo), task, seed, ", ".join(r.key for r in rows))
-            record = run_one(task, canonical, rows, seed, args, protocols[task])
-            _write_json(result_path(args.output, task, canonical, protocols[task], seed), record)
-            logger.info("[%d/%d] M_J %.4f M_F %.4f in %.1f min (elapsed %.1f min)", i, len(todo), record["mIoU"],
-                        record["Fscore"], record["train_minutes"], (time.perf_counter() - start) / 60)
-            write_report(plan, args.seeds, args, protocols)
+        if args.jobs > 1 and len(todo) > 1:
+            run_in_children(todo, args, plan, protocols)
+        else:
+            run_here(todo, args, plan, protocols)
+    if args.no_report:
+        return []
     entries = write_report(plan, args.seeds, args, protocols)
     print(markdown_table(entries))
     return entries

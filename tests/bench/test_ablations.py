@@ -117,8 +117,8 @@ def test_end_to_end_three_iterations_then_resume(tmp_path, monkeypatch):
     out, work = tmp_path / "out", tmp_path / "work"
     argv = ["--tasks", "ms3", "--rows", "a:vanilla", "d:n3", "--seeds", "0", "--iters", "2", "--image-size", "32",
             "--synthavs-clips", "3", "1", "2", "--output", str(out), "--work-dir", str(work), "--threads", "1",
-            "SOLVER.IMS_PER_BATCH", "2", "DATALOADER.NUM_WORKERS", "0"]
-    entries = ab.main(argv)
+            "--jobs", "2", "SOLVER.IMS_PER_BATCH", "2"]
+    entries = ab.main(argv)  # two child processes, one run each
     assert {e["row"] for e in entries} == {"vanilla", "n3"} and all(e["seeds"] == [0] for e in entries)
     for e in entries:
         assert 0.0 <= e["MJ"][0] <= 1.0
@@ -135,3 +135,13 @@ def test_end_to_end_three_iterations_then_resume(tmp_path, monkeypatch):
     monkeypatch.setattr(ab, "run_one", lambda *a, **k: pytest.fail("a finished run was trained again"))
     ab.main(argv)
     assert {n: json.load(open(out / "runs" / "ms3" / n))["finished"] for n in runs} == stamps
+
+
+def test_child_arguments_keep_the_protocol():
+    args = ab.parse_args(["--tables", "a", "--seeds", "0", "1", "--iters", "7", "--image-size", "48",
+                          "--synthavs-clips", "5", "1", "2", "--jobs", "3", "--output", "o", "--work-dir", "w",
+                          "SOLVER.BASE_LR", "0.01"])
+    child = ab.parse_args(ab.child_argv(args, "ms3", "a:own", 1))
+    assert child.rows == ["a:own"] and child.seeds == [1] and child.jobs == 1 and child.no_report
+    assert ab.protocol_for("ms3", child) == ab.protocol_for("ms3", args)
+    assert (child.output, child.work_dir, child.threads) == ("o", "w", 1)
