@@ -129,8 +129,6 @@ TABLES: Dict[str, List[Row]] = {
              {**FULL, "MODEL.AQ_TRANSFORMER_DECODER.MASK_EMBED": "plain"}),
     ],
 }
-# The row whose seed-0 model bench/audio_attribution.py evaluates.
-FULL_MODEL_ROW = ("d", "n3")
 
 # Default selection: every paper sub-table on MS3 (where the paper ran them); on S4 only the full model,
 # kept for the attribution study (the S4 query-type rows run with --tasks s4 --tables a; they are left out
@@ -472,7 +470,7 @@ def run_one(task: str, canonical: str, rows: Sequence[Row], seed: int, args, pro
         "loadavg_after": [round(x, 2) for x in os.getloadavg()], "torch_threads": torch.get_num_threads(),
         "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
-    if seed == 0 and any((r.table, r.name) == FULL_MODEL_ROW for r in rows):
+    if seed == 0 and canonical == canonical_overrides(dict(FULL).items()):
         pth, yaml_path = model_paths(args.work_dir, task)
         os.makedirs(os.path.dirname(pth), exist_ok=True)
         torch.save(model.state_dict(), pth)

@@ -115,11 +115,11 @@ def test_table_and_chart_from_results(tmp_path):
 
 def test_end_to_end_three_iterations_then_resume(tmp_path, monkeypatch):
     out, work = tmp_path / "out", tmp_path / "work"
-    argv = ["--tasks", "ms3", "--rows", "a:vanilla", "d:n3", "--seeds", "0", "--iters", "2", "--image-size", "32",
+    argv = ["--tasks", "ms3", "--rows", "a:vanilla", "b:both", "--seeds", "0", "--iters", "2", "--image-size", "32",
             "--synthavs-clips", "3", "1", "2", "--output", str(out), "--work-dir", str(work), "--threads", "1",
             "--jobs", "2", "SOLVER.IMS_PER_BATCH", "2"]
     entries = ab.main(argv)  # two child processes, one run each
-    assert {e["row"] for e in entries} == {"vanilla", "n3"} and all(e["seeds"] == [0] for e in entries)
+    assert {e["row"] for e in entries} == {"vanilla", "both"} and all(e["seeds"] == [0] for e in entries)
     for e in entries:
         assert 0.0 <= e["MJ"][0] <= 1.0
     runs = sorted(os.listdir(out / "runs" / "ms3"))
