@@ -108,6 +108,10 @@ def test_table_and_chart_from_results(tmp_path):
     md = ab.markdown_table(entries)
     assert "| Vanilla Object Query | 0.534 | 0.450 | 0.510 ±0.010 | 0.410 ±0.010 (0.400, 0.420) | -0.160 / -0.085 | yes | yes |" in md
     assert "| **no** | no |" not in md and "| **no** | **no** |" in md
+    # The paper's Table 2 is MS3 only: an S4 table carries no paper numbers and no sign verdict.
+    s4 = ab.build_table({"s4": plan["ms3"]}, {("s4", k[1]): v for k, v in results.items()})
+    assert all(e["paper_MJ"] is None for e in s4)
+    assert next(e for e in s4 if e["row"] == "vanilla")["vs_reference"]["MJ"]["same_sign"] is None
     png = tmp_path / "chart.png"
     ab.save_chart(entries, str(png))
     assert png.stat().st_size > 1000
