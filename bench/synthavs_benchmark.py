@@ -21,6 +21,7 @@ import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "tools"))
+sys.path.insert(0, REPO)  # this checkout's aqformer_d2, even where another one is pip-installed
 
 import aqformer_d2  # noqa: E402,F401
 import torch  # noqa: E402

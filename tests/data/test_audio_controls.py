@@ -61,3 +61,35 @@ def test_registered_swapped_dataset_and_zero_audio_mapper(tiny_synth):
     assert normal["audio"].abs().sum() > 0
     assert torch.equal(zeroed["audio"], torch.zeros(5, 1, 96, 64))
     assert torch.equal(zeroed["images"], normal["images"])
+
+
+def test_swap_audio_pathways_keeps_own_audio_and_names_the_donor_per_pathway():
+    dicts = [{"video_id": f"v{i}", "audio_logmel_file": f"a{i}.pkl", "audio_wav_file": f"a{i}.wav"} for i in range(4)]
+    plain = swap_audio(dicts, seed=2)
+    partial = swap_audio(dicts, seed=2, pathways=["query", "pixel"])
+    for orig, p, new in zip(dicts, plain, partial):
+        assert new["audio_logmel_file"] == orig["audio_logmel_file"]  # own audio kept
+        assert new["audio_from_video_id"] == p["audio_from_video_id"]  # same derangement as the plain swap
+        assert set(new["pathway_audio_files"]) == {"pixel", "query"}
+        for files in new["pathway_audio_files"].values():
+            assert files == {"audio_logmel_file": p["audio_logmel_file"], "audio_wav_file": p["audio_wav_file"]}
+    for bad in (["decoder"], [], ["abti", "abti"]):
+        with pytest.raises(ValueError, match="pathways must be distinct names"):
+            swap_audio(dicts, seed=0, pathways=bad)
+
+
+def test_registered_pathway_swap_and_mapper_load_the_donor_audio(tiny_synth):
+    name = register_audio_swapped("ctrltest_s4_test", seed=0, pathways=("abti",))
+    assert name == "ctrltest_s4_test_audioswap_abti"
+    assert MetadataCatalog.get(name).audio_swap_pathways == ["abti"]
+    orig, partial, full = DatasetCatalog.get("ctrltest_s4_test"), DatasetCatalog.get(name), DatasetCatalog.get(
+        register_audio_swapped("ctrltest_s4_test", seed=0))
+    cfg = get_cfg()
+    add_aqformer_config(cfg)
+    cfg.INPUT.IMAGE_SIZE = 32
+    mapper = build_aq_dataset_mapper(cfg, is_train=False)
+    own, mixed, donor = mapper(orig[0]), mapper(partial[0]), mapper(full[0])
+    assert "pathway_audio" not in own and set(mixed["pathway_audio"]) == {"abti"}
+    assert torch.equal(mixed["audio"], own["audio"])
+    assert torch.equal(mixed["pathway_audio"]["abti"], donor["audio"])
+    assert not torch.equal(donor["audio"], own["audio"])

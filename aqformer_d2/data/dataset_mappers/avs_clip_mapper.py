@@ -240,6 +240,11 @@ class AVSClipMapper:
         audio = load_audio_examples(d, self.audio_source, self.num_frames)  # [T, 1, 96, 64]
         if self.zero_audio:
             audio = torch.zeros_like(audio)
+        # Audio-pathway attribution (audio_controls.swap_audio with pathways): pathway -> [T, 1, 96, 64].
+        pathway_audio = {}
+        for pathway, files in d.get("pathway_audio_files", {}).items():
+            examples = load_audio_examples(files, self.audio_source, self.num_frames)
+            pathway_audio[pathway] = torch.zeros_like(examples) if self.zero_audio else examples
         out = {
             "images": images,
             "audio": audio,
@@ -249,6 +254,8 @@ class AVSClipMapper:
             "frame_files": frame_files,
             "mask_files": mask_files,
         }
+        if pathway_audio:
+            out["pathway_audio"] = pathway_audio
         if any(m is not None for m in masks):
             mask_t = torch.zeros((self.num_frames, out_h, out_w), dtype=torch.uint8)  # [T, H, W]
             valid = torch.zeros(self.num_frames, dtype=torch.bool)  # [T]

@@ -19,7 +19,7 @@ from .register_avsbench import (
     register_avsbench_ms3,
     register_avsbench_s4,
 )
-from .audio_controls import register_audio_swapped, swap_audio
+from .audio_controls import AUDIO_PATHWAYS, register_audio_swapped, swap_audio
 from .register_synthavs import get_synthavs_root, register_all_synthavs, register_all_synthavs_from_cfg
 
 register_all_avsbench()
@@ -41,6 +41,7 @@ __all__ = [
     "register_avsbench_s4",
     "get_synthavs_root",
     "register_audio_swapped",
+    "AUDIO_PATHWAYS",
     "swap_audio",
     "register_all_synthavs",
     "register_all_synthavs_from_cfg",

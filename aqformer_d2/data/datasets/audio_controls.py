@@ -4,17 +4,24 @@
 ``name``, where clip i's audio files are those of clip perm(i), perm a fixed-seed derangement (no clip
 keeps its own audio). A model that uses the audio should score clearly lower on it.
 The other control, audio-blind training, is ``INPUT.AUDIO.ZERO_INPUT True`` in the mapper.
+
+Audio-pathway attribution: ``register_audio_swapped(name, pathways=("abti",))`` keeps each clip's own
+audio and adds ``"pathway_audio_files"``: pathway -> the donor clip's audio files. The mapper loads them
+into the clip's ``"pathway_audio"`` and the model (AQFormer) uses the donor's audio in those pathways only.
 """
 import copy
-from typing import List
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
-__all__ = ["derangement", "register_audio_swapped", "swap_audio"]
+__all__ = ["AUDIO_PATHWAYS", "derangement", "register_audio_swapped", "swap_audio"]
 
 _AUDIO_KEYS = ("audio_logmel_file", "audio_wav_file")
+# The model's audio pathways (same names as aqformer_d2.modeling.meta_arch.AUDIO_PATHWAYS, which this
+# layer may not import): eq. (1)-(2) in the pixel decoder, ABTI, and the audio queries A^0.
+AUDIO_PATHWAYS = ("pixel", "abti", "query")
 
 
 def derangement(n: int, seed: int) -> np.ndarray:
@@ -27,28 +34,54 @@ def derangement(n: int, seed: int) -> np.ndarray:
     return perm
 
 
-def swap_audio(dataset_dicts: List[dict], seed: int = 0) -> List[dict]:
-    """Copies of ``dataset_dicts`` whose audio file paths are taken from another clip (see module doc)."""
+def _check_pathways(pathways: Optional[Sequence[str]]) -> Optional[Tuple[str, ...]]:
+    if pathways is None:
+        return None
+    pathways = tuple(pathways)
+    bad = [p for p in pathways if p not in AUDIO_PATHWAYS]
+    if bad or not pathways or len(set(pathways)) != len(pathways):
+        raise ValueError(f"pathways must be distinct names from {AUDIO_PATHWAYS} (or None: all audio), got {pathways}")
+    return tuple(p for p in AUDIO_PATHWAYS if p in pathways)
+
+
+def swap_audio(dataset_dicts: List[dict], seed: int = 0, pathways: Optional[Sequence[str]] = None) -> List[dict]:
+    """Copies of ``dataset_dicts`` whose audio comes from another clip (see module doc).
+
+    Args:
+        dataset_dicts: registered dataset dicts with "audio_logmel_file" / "audio_wav_file".
+        seed: seed of the derangement (clip i gets the audio of clip perm(i) != i).
+        pathways: None: the audio files themselves are replaced (every pathway hears the donor). A subset of
+            :data:`AUDIO_PATHWAYS`: the clip keeps its audio and "pathway_audio_files" maps each named pathway
+            to the donor's audio files.
+    """
+    pathways = _check_pathways(pathways)
     perm = derangement(len(dataset_dicts), seed)
     out = []
     for i, d in enumerate(dataset_dicts):
         new = copy.deepcopy(d)
         donor = dataset_dicts[perm[i]]
-        for key in _AUDIO_KEYS:
-            new[key] = donor[key]
+        donor_files = {key: donor[key] for key in _AUDIO_KEYS}
+        if pathways is None:
+            new.update(donor_files)
+        else:
+            new["pathway_audio_files"] = {p: dict(donor_files) for p in pathways}
         new["audio_from_video_id"] = donor["video_id"]
         out.append(new)
     return out
 
 
-def register_audio_swapped(name: str, seed: int = 0) -> str:
-    """Register (or re-register) ``{name}_audioswap`` and return that name."""
-    new_name = f"{name}_audioswap"
+def register_audio_swapped(name: str, seed: int = 0, pathways: Optional[Sequence[str]] = None) -> str:
+    """Register (or re-register) the swapped-audio copy of ``name`` and return its name:
+    ``{name}_audioswap`` (all audio, ``pathways`` None) or ``{name}_audioswap_{p1+p2}`` (those pathways only)."""
+    pathways = _check_pathways(pathways)
+    new_name = f"{name}_audioswap" + ("" if pathways is None else "_" + "+".join(pathways))
     if new_name in DatasetCatalog.list():
         DatasetCatalog.remove(new_name)
         MetadataCatalog.remove(new_name)
-    DatasetCatalog.register(new_name, lambda: swap_audio(DatasetCatalog.get(name), seed))
+    DatasetCatalog.register(new_name, lambda: swap_audio(DatasetCatalog.get(name), seed, pathways))
     meta = MetadataCatalog.get(name).as_dict()
     meta.pop("name", None)
-    MetadataCatalog.get(new_name).set(**meta, audio_swapped_from=name, audio_swap_seed=seed)
+    MetadataCatalog.get(new_name).set(
+        **meta, audio_swapped_from=name, audio_swap_seed=seed, audio_swap_pathways=list(pathways or AUDIO_PATHWAYS)
+    )
     return new_name

@@ -1,8 +1,9 @@
 """SynthAVS generator: synthetic audio-visual segmentation clips written in the AVSBench layout.
 
-A clip is 5 frames (one per second) showing 2-4 moving, partially overlapping textured objects of
-distinct categories on a textured background, plus 5 s of 16 kHz audio in which some of the
-visible objects sound (each category has its own sound) and at least one visible object is silent.
+A clip is 5 frames (one per second) showing moving, partially overlapping textured objects of
+distinct categories (S4: 2-4; MS3: 4-5) on a textured background, plus 5 s of 16 kHz audio in which
+some of the visible objects sound (each category has its own sound) and at least one (MS3: two)
+visible objects are silent.
 The ground-truth mask of a frame is the union of the *visible* pixels of the objects sounding
 during that frame. See docs/synthavs.md.
 
@@ -56,7 +57,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 # Bump whenever the generated content changes, so an older dataset is never silently reused.
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: strict MS3 (4-5 objects, >= 2 silent, sounding set changes every second)
 VARIANTS = ("s4", "ms3")
 SPLITS = ("train", "val", "test")
 _VARIANT_IDS = {"s4": 4, "ms3": 3}
@@ -79,7 +80,12 @@ _MAX_GEOMETRY_TRIES = 400
 # Audio levels: every source has this RMS (before a +-2 dB gain jitter); noise is set relative to it.
 _SOURCE_RMS = 0.1
 # MS3 schedule: probability of 0 / 1 / 2 / 3 sources in a second (renormalised to what is possible).
-_MS3_ACTIVE_COUNT_P = (0.05, 0.5, 0.4, 0.05)
+# Mostly one source, so that a model that cannot hear which object sounds (audio-blind) has no
+# majority to segment; see docs/synthavs.md "Why audio is necessary".
+_MS3_ACTIVE_COUNT_P = (0.04, 0.6, 0.33, 0.03)
+# MS3 objects per clip and the fewest of them that never sound (the silent distractors).
+_MS3_NUM_OBJECTS = (4, 5)
+_MS3_MIN_SILENT = 2
 
 _S4_DIR = "Single-source"
 _MS3_DIR = "Multi-sources"
@@ -187,7 +193,7 @@ def _clip_rng(seed: int, variant: str, split: str, index: int) -> np.random.Gene
 
 
 def _sample_ms3_schedule(rng: np.random.Generator, num_objects: int, sounders: np.ndarray) -> np.ndarray:
-    """Per-second sounding sets for MS3: changes over time, sometimes 2 at once, rarely none."""
+    """Per-second sounding sets ``[T, K]`` for MS3: a different set every second, sometimes 2 at once, rarely none."""
     n = sounders.size
     p = np.array(_MS3_ACTIVE_COUNT_P[: n + 1], dtype=np.float64)
     p /= p.sum()
@@ -197,7 +203,7 @@ def _sample_ms3_schedule(rng: np.random.Generator, num_objects: int, sounders: n
             count = int(rng.choice(n + 1, p=p))
             active[t, rng.choice(sounders, size=count, replace=False)] = True
         every_sounder_sounds = active[:, sounders].any(axis=0).all()
-        changes = any((active[t] != active[t + 1]).any() for t in range(NUM_FRAMES - 1))
+        changes = all((active[t] != active[t + 1]).any() for t in range(NUM_FRAMES - 1))
         at_most_one_silent_second = (~active.any(axis=1)).sum() <= 1
         if every_sounder_sounds and changes and at_most_one_silent_second:
             return active
@@ -209,13 +215,14 @@ def _sample_objects(rng: np.random.Generator, variant: str, num_categories: int)
     if variant == "s4":
         num_objects = int(rng.choice([2, 3, 4], p=[0.3, 0.4, 0.3]))
     else:
-        num_objects = int(rng.choice([3, 4]))
+        num_objects = int(rng.choice(_MS3_NUM_OBJECTS))
     category_ids = rng.choice(num_categories, size=num_objects, replace=False)
     if variant == "s4":
         sounding = np.zeros((NUM_FRAMES, num_objects), dtype=bool)
         sounding[:, int(rng.integers(num_objects))] = True
     else:
-        num_sounders = 2 if num_objects == 3 else int(rng.choice([2, 3]))
+        max_sounders = num_objects - _MS3_MIN_SILENT  # 2 (4 objects) or 3 (5 objects)
+        num_sounders = int(rng.choice(np.arange(2, max_sounders + 1)))
         sounders = np.sort(rng.choice(num_objects, size=num_sounders, replace=False))
         sounding = _sample_ms3_schedule(rng, num_objects, sounders)
     return category_ids.astype(np.int64), sounding

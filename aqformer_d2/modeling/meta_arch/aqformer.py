@@ -8,7 +8,7 @@ Data flow for a batch of B clips of T frames (see docs/architecture.md):
     (M̂^1..3, M̂^4, A) --audio-queried transformer decoder (eq. 3-6)--> mask logits     (§3.3)
     training: losses eq. (7), (8), (13), (14); inference: per-frame probabilities.
 """
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import torch
 from torch import nn
@@ -23,7 +23,12 @@ from ..losses import AQFormerCriterion
 from ..pixel_decoder.build import build_aq_pixel_decoder
 from ..transformer_decoder.build import build_aq_transformer_decoder
 
-__all__ = ["AQFormer"]
+__all__ = ["AQFormer", "AUDIO_PATHWAYS"]
+
+# The three ways audio enters the model (audio-pathway attribution, docs/interfaces.md):
+# "pixel": A of eq. (1)-(2) in the pixel decoder; "abti": A of ABTI, eq. (9); "query": A^0 = Linear(A) of the
+# transformer decoder (§3.3), whose refinements A^l are also what the AVSim loss, eq. (7), compares.
+AUDIO_PATHWAYS = ("pixel", "abti", "query")
 
 
 @META_ARCH_REGISTRY.register()
@@ -34,6 +39,9 @@ class AQFormer(nn.Module):
     ``"images"`` uint8 [T, 3, H, W], ``"audio"`` float [T, 1, 96, 64], and for training ``"masks"``
     uint8 [T, H, W] with ``"mask_valid"`` bool [T]. Optional ``"height"``/``"width"`` give the size
     the outputs are resized to at inference.
+
+    Optional ``"pathway_audio"``: dict pathway -> float [T, 1, 96, 64] replacing ``"audio"`` in that
+    pathway only (pathways: :data:`AUDIO_PATHWAYS`); every clip of a batch must name the same pathways.
 
     Output: training -> dict of scalar losses; inference -> list of B dicts
     ``{"sound_probs": float [T, height, width]}`` (foreground probability of each frame).
@@ -134,11 +142,35 @@ class AQFormer(nn.Module):
         """(x - PIXEL_MEAN) / PIXEL_STD in the model's dtype: [..., 3, H, W] uint8 or float -> same shape."""
         return (images.to(self.dtype) - self.pixel_mean) / self.pixel_std
 
-    def encode_audio(self, batched_inputs: List[Dict]) -> torch.Tensor:
-        """Audio features A of eq. (1), (9) and the audio queries: returns [B, T, C_a]."""
-        examples = torch.cat([clip["audio"].to(self.device, self.dtype) for clip in batched_inputs])  # [B*T, 1, 96, 64]
+    def encode_audio(self, batched_inputs: List[Dict], key: str = "audio") -> torch.Tensor:
+        """Audio features A of eq. (1), (9) and the audio queries: returns [B, T, C_a].
+
+        ``key``: "audio" (the clip's own audio), or a pathway name, read from ``clip["pathway_audio"]``."""
+        if key == "audio":
+            examples = [clip["audio"] for clip in batched_inputs]
+        else:
+            examples = [clip["pathway_audio"][key] for clip in batched_inputs]
+        examples = torch.cat([x.to(self.device, self.dtype) for x in examples])  # [B*T, 1, 96, 64]
         feats = self.audio_encoder(examples)  # [B*T, C_a]
         return feats.view(len(batched_inputs), self.num_frames, -1)  # [B, T, C_a]
+
+    def pathway_audio(self, batched_inputs: List[Dict], audio: torch.Tensor) -> Dict[str, torch.Tensor]:
+        """Audio feature of each pathway (:data:`AUDIO_PATHWAYS`), each [B, T, C_a]: ``audio`` unless the
+        clips carry a ``"pathway_audio"`` entry for that pathway."""
+        named = [tuple(sorted(clip.get("pathway_audio", {}))) for clip in batched_inputs]
+        if len(set(named)) > 1:
+            raise ValueError(f"AQFormer: clips of one batch name different 'pathway_audio' pathways: {named}")
+        unknown = [p for p in named[0] if p not in AUDIO_PATHWAYS]
+        if unknown:
+            raise KeyError(f"AQFormer: unknown audio pathway(s) {unknown} in 'pathway_audio'; known: {AUDIO_PATHWAYS}")
+        for i, clip in enumerate(batched_inputs):
+            for p in named[0]:
+                if tuple(clip["pathway_audio"][p].shape) != tuple(clip["audio"].shape):
+                    raise ValueError(
+                        f"AQFormer: clip {i} ({clip.get('video_id', '?')}) pathway_audio[{p!r}] has shape "
+                        f"{tuple(clip['pathway_audio'][p].shape)}, its 'audio' {tuple(clip['audio'].shape)}"
+                    )
+        return {p: self.encode_audio(batched_inputs, p) if p in named[0] else audio for p in AUDIO_PATHWAYS}
 
     def prepare_targets(self, batched_inputs: List[Dict], padded_hw) -> Dict[str, torch.Tensor]:
         """Ground-truth masks zero-padded like the frames: masks [B, T, Hp, Wp] float, mask_valid [B, T] bool."""
@@ -159,27 +191,33 @@ class AQFormer(nn.Module):
         for i, clip in enumerate(batched_inputs):
             self._check_clip(i, clip)
         images = self.preprocess_images(batched_inputs)  # [B*T, 3, Hp, Wp]
-        audio = self.encode_audio(batched_inputs)  # [B, T, C_a]
-        outputs = self.decode(images.tensor, audio)
+        audio = self.pathway_audio(batched_inputs, self.encode_audio(batched_inputs))  # pathway -> [B, T, C_a]
+        # abti_audio only when it differs, so a registered pixel decoder without that argument still works.
+        abti_audio = None if audio["abti"] is audio["pixel"] else audio["abti"]
+        outputs = self.decode(images.tensor, audio["pixel"], abti_audio=abti_audio, query_audio=audio["query"])
 
         if self.training:
             targets = self.prepare_targets(batched_inputs, images.tensor.shape[-2:])
             return self.criterion(outputs, targets["masks"], targets["mask_valid"])
         return self.postprocess(outputs["pred_masks"], images, batched_inputs)
 
-    def decode(self, frames: torch.Tensor, audio: torch.Tensor) -> Dict:
+    def decode(self, frames: torch.Tensor, audio: torch.Tensor, *, abti_audio: Optional[torch.Tensor] = None,
+               query_audio: Optional[torch.Tensor] = None) -> Dict:
         """Backbone, pixel decoder and transformer decoder on tensors (also the ONNX export's path).
 
         Args:
             frames: normalised frames, [B*T, 3, Hp, Wp] (Hp, Wp multiples of the size divisibility).
-            audio: audio features A, [B, T, C_a].
+            audio: audio features A, [B, T, C_a] (every pathway, unless one of the next two is given).
+            abti_audio: [B, T, C_a] audio for ABTI (eq. 9) only, audio-pathway attribution; default ``audio``.
+            query_audio: [B, T, C_a] audio for the queries (A^0, eq. 7) only; default ``audio``.
 
         Returns:
             the transformer decoder's output dict ("pred_masks" [B, T, Hp/4, Wp/4], ...).
         """
         features = self.backbone(frames)  # name -> [B*T, C_i, H_i, W_i]
-        mask_features, multi_scale = self.pixel_decoder(features, audio)
-        return self.predictor(multi_scale, mask_features, audio)
+        abti_kw = {} if abti_audio is None else {"abti_audio": abti_audio}
+        mask_features, multi_scale = self.pixel_decoder(features, audio, **abti_kw)
+        return self.predictor(multi_scale, mask_features, audio if query_audio is None else query_audio)
 
     def upsample_logits(self, mask_logits: torch.Tensor, padded_hw) -> torch.Tensor:
         """Eq. (6) logits [B, T, H4, W4] -> bilinear to the padded input size [B, T, Hp, Wp]."""

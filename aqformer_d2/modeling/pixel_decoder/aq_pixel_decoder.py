@@ -9,7 +9,7 @@ Choices not fixed by the paper are recorded in docs/paper_choices.md ("Pixel dec
 """
 from __future__ import annotations
 
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import fvcore.nn.weight_init as weight_init
 import torch
@@ -218,19 +218,27 @@ class AQPixelDecoder(nn.Module):
         return self.output_conv(lateral + up)  # [B*T, C_f, H4, W4]
 
     def forward(
-        self, features: Dict[str, torch.Tensor], audio: torch.Tensor
+        self, features: Dict[str, torch.Tensor], audio: torch.Tensor, abti_audio: Optional[torch.Tensor] = None
     ) -> Tuple[torch.Tensor, List[torch.Tensor]]:
-        """features: dict name -> [B*T, C_i, H_i, W_i]; audio: [B, T, C_a].
+        """features: dict name -> [B*T, C_i, H_i, W_i]; audio: [B, T, C_a], the A of eq. (1)-(2) and, unless
+        ``abti_audio`` is given, of ABTI (eq. 9). ``abti_audio``: [B, T, C_a], a separate audio feature for ABTI
+        only (audio-pathway attribution, docs/interfaces.md); None: ABTI uses ``audio``.
 
         Returns:
             (mask_features [B*T, C_f, H4, W4], [M̂^1 (stride 32), M̂^2 (16), M̂^3 (8)] each [B*T, C_f, H_l, W_l]).
         """
         self._check_inputs(features, audio)
+        if abti_audio is None:
+            abti_audio = audio
+        elif abti_audio.shape != audio.shape:
+            raise ValueError(
+                f"AQPixelDecoder: abti_audio must have the shape of audio {tuple(audio.shape)}, got {tuple(abti_audio.shape)}"
+            )
         enhanced = [
             attn(features[name], audio) for attn, name in zip(self.av_attn, self.encoder_feature_names)
         ]  # eq. (1)-(2): 3 x [B*T, C_f, H_l, W_l]
         encoded = self._encode(enhanced)  # 3 x [B*T, C_f, H_l, W_l]
-        multi_scale = [self._apply_abti(i + 1, x, audio) for i, x in enumerate(encoded)]
+        multi_scale = [self._apply_abti(i + 1, x, abti_audio) for i, x in enumerate(encoded)]
         mask_features = self._mask_feature(features[self.mask_feature_name], multi_scale[-1])  # [B*T, C_f, H4, W4]
-        mask_features = self._apply_abti(_NUM_SCALES, mask_features, audio)
+        mask_features = self._apply_abti(_NUM_SCALES, mask_features, abti_audio)
         return mask_features, multi_scale

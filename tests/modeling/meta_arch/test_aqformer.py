@@ -378,3 +378,63 @@ def test_audio_queries_carry_the_audio():
             q2 = model.predictor.initial_queries(a + 1.0, 2)
         assert q1.shape == (2, T, 64)
         assert (not torch.equal(q1, q2)) == depends, query_type
+
+
+# ---------------------------------------------------------------------------------------------- audio pathways
+def _record_pathway_inputs(model):
+    """Forward pre-hooks recording the audio each pathway receives: eq. (1)-(2) modules, ABTI modules,
+    and the transformer decoder (whose audio argument only makes A^0)."""
+    seen = {"pixel": [], "abti": [], "query": []}
+    handles = [m.register_forward_pre_hook(lambda _m, args: seen["pixel"].append(args[1])) for m in model.pixel_decoder.av_attn]
+    handles += [m.register_forward_pre_hook(lambda _m, args: seen["abti"].append(args[1])) for m in model.pixel_decoder.abti.values()]
+    handles.append(model.predictor.register_forward_pre_hook(lambda _m, args: seen["query"].append(args[2])))
+    return seen, handles
+
+
+@pytest.mark.parametrize("pathways", [("pixel",), ("abti",), ("query",), ("pixel", "abti", "query")])
+def test_pathway_audio_reaches_only_its_pathway(pathways):
+    """A clip's "pathway_audio" replaces the audio feature in exactly the named pathways: every module of
+    those pathways receives the encoder's features of the replacement audio, every other module the
+    clip's own; the prediction changes; naming all three pathways equals replacing "audio" itself."""
+    from aqformer_d2.modeling.meta_arch.aqformer import AUDIO_PATHWAYS
+
+    model, _ = _build()
+    model.eval()
+    clips = _batch(with_masks=False)
+    g = torch.Generator().manual_seed(5)
+    other = [torch.randn(T, 1, 96, 64, generator=g) * 2 + 1 for _ in clips]
+    with torch.no_grad():
+        own_feat = model.encode_audio(clips)  # [B, T, C_a]
+        other_feat = model.encode_audio([{"audio": a} for a in other])
+    seen, handles = _record_pathway_inputs(model)
+    swapped = [dict(c, pathway_audio={p: a for p in pathways}) for c, a in zip(clips, other)]
+    try:
+        out = _infer(model, swapped)
+    finally:
+        for h in handles:
+            h.remove()
+    assert len(seen["pixel"]) == 3 and len(seen["abti"]) == len(model.pixel_decoder.abti) > 0 and len(seen["query"]) == 1
+    for pathway in AUDIO_PATHWAYS:
+        expected = other_feat if pathway in pathways else own_feat
+        for received in seen[pathway]:
+            assert torch.equal(received, expected), pathway
+    reference = _infer(model, clips)
+    for b in range(2):
+        assert (out[b]["sound_probs"] - reference[b]["sound_probs"]).abs().max() > 1e-4, (pathways, b)
+    if len(pathways) == 3:
+        plain = _infer(model, [dict(c, audio=a) for c, a in zip(clips, other)])
+        for b in range(2):
+            assert torch.equal(out[b]["sound_probs"], plain[b]["sound_probs"])
+
+
+def test_pathway_audio_errors():
+    model, _ = _build()
+    model.eval()
+    clips = _batch(with_masks=False)
+    a = torch.zeros(T, 1, 96, 64)
+    with pytest.raises(KeyError, match="unknown audio pathway"):
+        _infer(model, [dict(c, pathway_audio={"decoder": a}) for c in clips])
+    with pytest.raises(ValueError, match="different 'pathway_audio' pathways"):
+        _infer(model, [dict(clips[0], pathway_audio={"abti": a}), clips[1]])
+    with pytest.raises(ValueError, match="has shape"):
+        _infer(model, [dict(c, pathway_audio={"abti": a[:3]}) for c in clips])
