@@ -481,6 +481,10 @@ def run_one(task: str, canonical: str, rows: Sequence[Row], seed: int, args, pro
         with open(yaml_path, "w") as f:
             f.write(cfg.dump())
         record["saved_model"] = pth
+    # The loss curves (detectron2's metrics.json) are kept beside the result, where they are committed.
+    curve = result_path(args.output, task, canonical, protocol, seed)[: -len(".json")] + ".metrics.jsonl"
+    os.makedirs(os.path.dirname(curve), exist_ok=True)
+    shutil.copyfile(os.path.join(out_dir, "metrics.json"), curve)
     for leftover in glob.glob(os.path.join(out_dir, "*.pth")):
         os.remove(leftover)  # the large checkpoint; metrics.json and the log stay
     return record

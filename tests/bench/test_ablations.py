@@ -127,7 +127,8 @@ def test_end_to_end_three_iterations_then_resume(tmp_path, monkeypatch):
     for e in entries:
         assert 0.0 <= e["MJ"][0] <= 1.0
     runs = sorted(os.listdir(out / "runs" / "ms3"))
-    assert len(runs) == 2
+    assert len(runs) == 4 and sum(n.endswith(".metrics.jsonl") for n in runs) == 2  # result + loss curve
+    runs = [n for n in runs if n.endswith(".json")]
     for name in ("ablations.json", "ablations.md", "ablations.png"):
         assert (out / name).is_file()
     pth, yaml_path = ab.model_paths(str(work), "ms3")
