@@ -523,8 +523,9 @@ def write_report(plan, seeds, args, protocols) -> List[Dict]:
     cmd = "python bench/ablations.py " + " ".join(sys.argv[1:])
     report = {"command": cmd, "seeds": list(seeds), "protocols": protocols, "rows": entries}
     _write_json(os.path.join(args.output, "ablations.json"), report)
-    header = (f"Produced by `{cmd}` (protocol: {args.iters} iterations, input {args.image_size} px; "
-              f"seeds {list(seeds)}). Δ is row mean minus the sub-table's reference row mean; "
+    header = (f"Finished runs of `OUTPUT/runs/` (protocol: {args.iters} iterations, input {args.image_size} px; "
+              f"seeds {list(seeds)}; this file written by `{cmd}`, which also trains what is missing unless "
+              "--report-only). Δ is row mean minus the sub-table's reference row mean; "
               "'beyond seed spread' = the seeds' ranges do not overlap.\n\n")
     with open(os.path.join(args.output, "ablations.md"), "w") as f:
         f.write(header + markdown_table(entries))
