@@ -32,11 +32,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-CONFIGS = {
-    "R50": "configs/avsbench/s4/aqformer_R50.yaml",
-    "PVTv2b5": "configs/avsbench/s4/aqformer_PVTv2b5.yaml",
-    "tiny": "configs/synthavs/Base-Tiny.yaml",
-}
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from model_speed import CONFIGS, _clip, _setup  # noqa: E402  (same config names, model set-up and clip)
+
 MIB = 1024 ** 2
 
 
@@ -46,25 +44,13 @@ def _max_rss_bytes() -> int:
 
 def worker(args) -> dict:
     """One measurement point (runs in its own process)."""
-    import torch
-
-    torch.set_num_threads(args.threads)
-    sys.path.insert(0, str(ROOT))
-    import aqformer_d2  # noqa: F401  (registration; before detectron2.modeling)
-    from detectron2.config import get_cfg
+    torch, cfg = _setup(args)  # args.config / threads / frames
     from detectron2.modeling import build_model
 
-    cfg = get_cfg()
-    aqformer_d2.add_aqformer_config(cfg)
-    cfg.merge_from_file(str(ROOT / CONFIGS.get(args.config, args.config)))
-    cfg.MODEL.DEVICE = "cpu"
-    cfg.MODEL.AQFORMER.NUM_FRAMES = args.frames
     torch.manual_seed(0)
     model = build_model(cfg).eval()
-    g = torch.Generator().manual_seed(0)
+    clip = _clip(torch, args)  # uint8 [T, 3, S, S] frames, [T, 1, 96, 64] audio
     s = args.size
-    clip = {"images": torch.randint(0, 256, (args.frames, 3, s, s), generator=g, dtype=torch.uint8),  # [T, 3, S, S]
-            "audio": torch.randn(args.frames, 1, 96, 64, generator=g), "height": s, "width": s}
     base_peak = _max_rss_bytes()
     times = []
     with torch.no_grad():
