@@ -51,8 +51,9 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (default {DEFAULT_OPSET})")
     parser.add_argument("--no-verify", action="store_true",
                         help="skip the ONNX Runtime vs PyTorch comparison on a random clip")
-    parser.add_argument("--tolerance", type=float, default=1e-4,
-                        help="largest max |delta prob| the verification accepts (default 1e-4)")
+    parser.add_argument("--tolerance", type=float, default=1e-3,
+                        help="largest max |delta prob| the verification accepts (default 1e-3: the float32 "
+                             "round-off bound of tests/inference/test_segmenter.py, 3.75e-4, with a margin)")
     parser.add_argument("opts", nargs=argparse.REMAINDER, default=[], metavar="KEY VALUE",
                         help="config overrides, e.g. MODEL.WEIGHTS model_final.pth")
     return parser

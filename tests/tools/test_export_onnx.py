@@ -33,7 +33,7 @@ def exported(tool, trained_tiny, tmp_path_factory):
 def test_summary_metadata_and_verification(exported, trained_tiny):
     path, summary = exported
     assert summary["output"] == os.path.abspath(path) and summary["size_bytes"] == os.path.getsize(path)
-    assert 0.0 <= summary["verify_max_abs_delta_prob"] <= 1e-4
+    assert 0.0 <= summary["verify_max_abs_delta_prob"] <= 1e-3
     props = {p.key: p.value for p in onnx.load(path).metadata_props}
     assert props == summary["metadata"]
     assert props["aqformer.weights"] == trained_tiny.weights
@@ -45,13 +45,13 @@ def test_summary_metadata_and_verification(exported, trained_tiny):
 
 def test_exported_file_matches_pytorch_on_synthavs_clips(exported, trained_tiny):
     """The file holds the trained weights: ONNX Runtime on real SynthAVS clips (not the trace's random
-    example) matches PyTorch eager with the checkpoint, max |delta prob| <= 1e-4 (the bound is derived in
+    example) matches PyTorch eager with the checkpoint, max |delta prob| <= 1e-3 (the bound is derived in
     tests/inference/test_segmenter.py)."""
     path, _ = exported
     ort_seg = OnnxRuntimeSegmenter(path, num_threads=1)
     torch_seg = TorchSegmenter(build_cfg(trained_tiny.config_file, trained_tiny.opts))
     for clip in synthavs_test_clips(trained_tiny):
-        assert np.abs(ort_seg(clip["images"], clip["audio"]) - torch_seg(clip["images"], clip["audio"])).max() <= 1e-4
+        assert np.abs(ort_seg(clip["images"], clip["audio"]) - torch_seg(clip["images"], clip["audio"])).max() <= 1e-3
     # and not the random initialisation: a fresh model of the same config gives other probabilities
     torch.manual_seed(0)
     cfg = build_cfg(trained_tiny.config_file, [o for o in trained_tiny.opts] + ["MODEL.WEIGHTS", ""])
