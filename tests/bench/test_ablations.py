@@ -150,3 +150,22 @@ def test_child_arguments_keep_the_protocol():
     assert child.rows == ["a:own"] and child.seeds == [1] and child.jobs == 1 and child.no_report
     assert ab.protocol_for("ms3", child) == ab.protocol_for("ms3", args)
     assert (child.output, child.work_dir, child.threads) == ("o", "w", 1)
+
+
+def test_every_row_builds_a_valid_config_of_its_task():
+    """Each row's overrides are real keys with acceptable values (a typo in TABLES fails here, not after an
+    hour of training), and table (e) names the rows docs/paper_choices.md points to."""
+    from aqformer_d2.engine import build_cfg
+
+    for rows in ab.TABLES.values():
+        for row in rows:
+            cfg = build_cfg("configs/synthavs/aqformer_tiny_ms3.yaml", [x for kv in row.overrides for x in kv])
+            for key, value in row.overrides:
+                node = cfg
+                for part in key.split("."):
+                    node = node[part]
+                assert node == (tuple(value) if isinstance(value, list) else value) or list(node) == value, key
+    doc = open("docs/paper_choices.md").read()
+    for row in ab.TABLES["e"]:
+        if not row.reference:
+            assert f"`choice_{row.name}`" in doc, row.name
