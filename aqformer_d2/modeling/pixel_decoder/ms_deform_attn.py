@@ -239,7 +239,7 @@ class MSDeformAttn(nn.Module):
         offsets, logits = self.project_query(query, input_spatial_shapes)
         # offsets: [N, Lq, M, L, P, 2], already in grid_sample's units; logits: [N, Lq, M, L*P]
         # grid = (2 * reference - 1) + offset: the location of Deformable DETR, ref + offset_px / (W, H),
-        # mapped to [-1, 1] (docs/interfaces.md: same arithmetic, re-associated).
+        # mapped to [-1, 1]: the same arithmetic, re-associated (tests/modeling/pixel_decoder/test_ms_deform_attn.py).
         base = (2.0 * reference_points - 1.0).to(value.dtype)  # [N, Lq, L, 2]
         grids = offsets.permute(0, 2, 3, 4, 1, 5).contiguous()  # [N, M, L, P, Lq, 2]
         grids = grids.add_(base.permute(0, 2, 1, 3)[:, None, :, None]).flatten(0, 1)  # [N*M, L, P, Lq, 2]
