@@ -406,6 +406,10 @@ def parse_args(argv=None):
     p.add_argument("--jobs", type=int, default=2,
                    help="runs trained at once, each in its own process (default 2: one per core of a 2-core machine)")
     p.add_argument("--threads", type=int, default=1, help="torch threads per run")
+    p.add_argument("--report-name", default="ablations",
+                   help="file name (no extension) of the report in --output: NAME.json, NAME.md, NAME.png; give "
+                        "another name for a selection that should not replace the default table's report "
+                        "(e.g. --tables e --report-name ablations_e)")
     p.add_argument("--no-report", action="store_true", help=argparse.SUPPRESS)  # used by the --jobs children
     p.add_argument("--rerun", action="store_true", help="run the selected (row, seed) again even if finished")
     p.add_argument("--report-only", action="store_true", help="only rebuild the table and chart from finished runs")
@@ -542,15 +546,15 @@ def write_report(plan, seeds, args, protocols) -> List[Dict]:
     entries = build_table(plan, results)
     cmd = "python bench/ablations.py " + " ".join(sys.argv[1:])
     report = {"command": cmd, "seeds": list(seeds), "protocols": protocols, "rows": entries}
-    _write_json(os.path.join(args.output, "ablations.json"), report)
+    _write_json(os.path.join(args.output, args.report_name + ".json"), report)
     header = (f"Finished runs of `OUTPUT/runs/` (protocol: {args.iters} iterations, input {args.image_size} px; "
               f"seeds {list(seeds)}; this file written by `{cmd}`, which also trains what is missing unless "
               "--report-only). Δ is row mean minus the sub-table's reference row mean; "
               "'beyond seed spread' = the seeds' ranges do not overlap.\n\n")
-    with open(os.path.join(args.output, "ablations.md"), "w") as f:
+    with open(os.path.join(args.output, args.report_name + ".md"), "w") as f:
         f.write(header + markdown_table(entries))
     if any(e["seeds"] for e in entries):
-        save_chart([e for e in entries if e["seeds"]], os.path.join(args.output, "ablations.png"))
+        save_chart([e for e in entries if e["seeds"]], os.path.join(args.output, args.report_name + ".png"))
     return entries
 
 

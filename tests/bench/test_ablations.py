@@ -169,3 +169,16 @@ def test_every_row_builds_a_valid_config_of_its_task():
     for row in ab.TABLES["e"]:
         if not row.reference:
             assert f"`choice_{row.name}`" in doc, row.name
+
+
+def test_report_name_keeps_the_default_report(tmp_path):
+    """A sub-selection reported under another name leaves the default table's report as it was."""
+    out = tmp_path / "abl"
+    out.mkdir()
+    (out / "ablations.md").write_text("the default table\n")
+    ab.main(["--tables", "e", "--report-only", "--report-name", "ablations_e", "--output", str(out),
+             "--work-dir", str(tmp_path / "work")])
+    assert (out / "ablations.md").read_text() == "the default table\n"
+    text = (out / "ablations_e.md").read_text()
+    assert "(e) defaults the paper does not print" in text and "every printed form at once" in text
+    assert (out / "ablations_e.json").is_file()
