@@ -71,8 +71,11 @@ def sigmoid_bce_loss(
         scalar; 0 (still attached to ``pred_masks``) when no frame is valid.
     """
     logits, targets = _valid_frames(pred_masks, gt_masks, mask_valid)
-    if logits.shape[0] == 0:
-        return pred_masks.sum() * 0.0
+    return _bce_of_frames(logits, targets) if logits.shape[0] else pred_masks.sum() * 0.0
+
+
+def _bce_of_frames(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """logits, targets [V, H*W] (V >= 1) -> mean over frames of the per-frame mean BCE."""
     per_frame = F.binary_cross_entropy_with_logits(logits, targets, reduction="none").mean(dim=1)  # [V]
     return per_frame.mean()
 
@@ -86,8 +89,11 @@ def dice_loss(
     Args / Returns: as :func:`sigmoid_bce_loss`.
     """
     logits, targets = _valid_frames(pred_masks, gt_masks, mask_valid)
-    if logits.shape[0] == 0:
-        return pred_masks.sum() * 0.0
+    return _dice_of_frames(logits, targets) if logits.shape[0] else pred_masks.sum() * 0.0
+
+
+def _dice_of_frames(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """logits, targets [V, H*W] (V >= 1) -> mean over frames of the per-frame Dice loss."""
     probs = logits.sigmoid()  # [V, H*W]
     numerator = 2.0 * (probs * targets).sum(dim=1) + 1.0  # [V]
     denominator = probs.sum(dim=1) + targets.sum(dim=1) + 1.0  # [V]
@@ -204,10 +210,14 @@ class AQFormerCriterion(nn.Module):
         self.sim_detach_mask = bool(sim_detach_mask)
 
     def _mask_losses(self, pred_masks, gt_masks, mask_valid, suffix: str) -> Dict[str, torch.Tensor]:
-        return {
-            f"loss_bce{suffix}": self.bce_weight * sigmoid_bce_loss(pred_masks, gt_masks, mask_valid),
-            f"loss_dice{suffix}": self.dice_weight * dice_loss(pred_masks, gt_masks, mask_valid),
-        }
+        """:func:`sigmoid_bce_loss` and :func:`dice_loss` of one layer, sharing one selection and upsampling
+        of the logits (the same operations as calling the two functions, half the upsampling work)."""
+        logits, targets = _valid_frames(pred_masks, gt_masks, mask_valid)  # [V, H*W] each
+        if logits.shape[0] == 0:
+            bce = dice = pred_masks.sum() * 0.0
+        else:
+            bce, dice = _bce_of_frames(logits, targets), _dice_of_frames(logits, targets)
+        return {f"loss_bce{suffix}": self.bce_weight * bce, f"loss_dice{suffix}": self.dice_weight * dice}
 
     def forward(
         self, outputs: Dict[str, object], gt_masks: torch.Tensor, mask_valid: Optional[torch.Tensor] = None

@@ -213,9 +213,14 @@ def test_criterion_keys_and_values():
     losses = AQFormerCriterion()(out, gt, valid)
     expected_keys = {"loss_bce", "loss_dice", "loss_bce_0", "loss_dice_0", "loss_bce_1", "loss_dice_1", "loss_sim"}
     assert set(losses) == expected_keys
-    assert losses["loss_bce"].item() == pytest.approx(sigmoid_bce_loss(out["pred_masks"], gt, valid).item())
-    aux_dice = dice_loss(out["aux_outputs"][1]["pred_masks"], gt, valid)
-    assert losses["loss_dice_1"].item() == pytest.approx(aux_dice.item())
+    # the criterion shares one upsampling between BCE and Dice: the very same operations, so equal bitwise
+    for key, masks in (("", out["pred_masks"]), ("_0", out["aux_outputs"][0]["pred_masks"]),
+                       ("_1", out["aux_outputs"][1]["pred_masks"])):
+        assert torch.equal(losses[f"loss_bce{key}"], sigmoid_bce_loss(masks, gt, valid))
+        assert torch.equal(losses[f"loss_dice{key}"], dice_loss(masks, gt, valid))
+    none_valid = AQFormerCriterion()(out, gt, torch.zeros(2, 2, dtype=torch.bool))
+    assert none_valid["loss_bce"].item() == 0.0 and none_valid["loss_dice_1"].item() == 0.0
+    assert none_valid["loss_bce"].requires_grad == out["pred_masks"].requires_grad
     assert losses["loss_sim"].item() == pytest.approx(
         avsim_loss(out["queries"], out["layer_features"], out["pred_masks"]).item()
     )

@@ -196,13 +196,15 @@ class AQPixelDecoder(nn.Module):
         returns M̂^1..M̂^3 with the same shapes."""
         shapes = [(x.shape[-2], x.shape[-1]) for x in enhanced]
         src = torch.cat([x.flatten(2).transpose(1, 2) for x in enhanced], dim=1)  # [B*T, S, C_f]
+        # The positional (+ level) embedding depends only on the level and the map size, not on the frame:
+        # computed for one frame and broadcast over the B*T frames by the encoder's additions.
         pos = torch.cat(
             [
-                (self.position_embedding(x) + self.level_embed[lvl].view(1, -1, 1, 1)).flatten(2).transpose(1, 2)
+                (self.position_embedding(x[:1]) + self.level_embed[lvl].view(1, -1, 1, 1)).flatten(2).transpose(1, 2)
                 for lvl, x in enumerate(enhanced)
             ],
             dim=1,
-        )  # [B*T, S, C_f]
+        )  # [1, S, C_f]
         memory = self.encoder(src, pos, shapes)  # [B*T, S, C_f]
         chunks = memory.split([h * w for h, w in shapes], dim=1)  # L x [B*T, H_l*W_l, C_f]
         return [

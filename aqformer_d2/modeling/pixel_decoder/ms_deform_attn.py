@@ -11,13 +11,13 @@ head, L levels, P sampling points per head and level.
 from __future__ import annotations
 
 import math
-from typing import List, Optional, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-__all__ = ["MSDeformAttn", "ms_deform_attn_core", "check_spatial_shapes"]
+__all__ = ["MSDeformAttn", "ms_deform_attn_core", "sample_and_weight", "check_spatial_shapes"]
 
 
 def check_spatial_shapes(
@@ -87,22 +87,52 @@ def ms_deform_attn_core(
         raise ValueError(f"spatial_shapes has {len(shapes)} levels but sampling_locations has {num_levels}")
 
     # grid_sample expects coordinates in [-1, 1]; with align_corners=False, -1/+1 are the outer pixel edges.
-    # Layout chosen for speed on the CPU: the value is transposed once for all levels, and the grid is
-    # [N*M, P, Lq, 2] so that grid_sample returns [N*M, D, P, Lq] and the weighted sum over the P points
-    # reduces a middle axis (contiguous Lq inner loop) instead of a tiny innermost one.
     value_t = value.permute(0, 2, 3, 1).reshape(n * m, d, s)  # [N*M, D, S], one copy for all levels
     grids = (2.0 * sampling_locations - 1.0).to(value.dtype)  # [N, Lq, M, L, P, 2]
     grids = grids.permute(0, 2, 3, 4, 1, 5).flatten(0, 1)  # [N*M, L, P, Lq, 2]
     weights = attention_weights.permute(0, 2, 3, 4, 1).flatten(0, 1)  # [N*M, L, P, Lq]
-    output = None
+    output = sample_and_weight(value_t, shapes, starts, grids, weights.to(value.dtype))  # [N*M, D, Lq]
+    return output.view(n, m * d, lq).transpose(1, 2).contiguous()  # [N, Lq, M*D]
+
+
+def sample_and_weight(
+    value_t: torch.Tensor,
+    shapes: Sequence[Sequence[int]],
+    starts: Sequence[int],
+    grids: torch.Tensor,
+    weights: torch.Tensor,
+) -> torch.Tensor:
+    """The arithmetic of :func:`ms_deform_attn_core` in the layout that is fast on the CPU.
+
+    Args:
+        value_t: [B, D, S] values of all levels (B = N * M heads), flattened level after level on S.
+        shapes: [(H_l, W_l), ...] of the L levels; ``starts``: offset of each level on S.
+        grids: [B, L, P, Lq, 2] sampling locations in grid_sample's [-1, 1] coordinates (x, y).
+        weights: [B, L, P, Lq] attention weights.
+
+    Returns:
+        [B, D, Lq]: sum over levels and points of weight x bilinear sample.
+
+    Layout: ``grid_sample`` returns [B, D, P, Lq], so the weighted sum over the points reads whole
+    contiguous Lq rows; it is accumulated in place, point after point, into one [B, D, Lq] buffer
+    (``addcmul_``), so no [B, D, P, Lq] product is ever allocated.
+    """
+    b, d, _ = value_t.shape
+    num_points = grids.shape[2]
+    output: Optional[torch.Tensor] = None
     for level, (h, w) in enumerate(shapes):
-        value_l = value_t[:, :, starts[level]:starts[level] + h * w].view(n * m, d, h, w)  # [N*M, D, H, W]
+        value_l = value_t[:, :, starts[level]:starts[level] + h * w].view(b, d, h, w)  # [B, D, H, W]
         sampled = F.grid_sample(
             value_l, grids[:, level], mode="bilinear", padding_mode="zeros", align_corners=False
-        )  # [N*M, D, P, Lq]
-        contribution = (sampled * weights[:, level].unsqueeze(1)).sum(2)  # [N*M, D, Lq]
-        output = contribution if output is None else output + contribution
-    return output.view(n, m * d, lq).transpose(1, 2).contiguous()  # [N, Lq, M*D]
+        )  # [B, D, P, Lq]
+        for point in range(num_points):
+            weight = weights[:, level, point].unsqueeze(1)  # [B, 1, Lq]
+            if output is None:
+                output = sampled[:, :, point] * weight  # [B, D, Lq]
+            else:
+                output.addcmul_(sampled[:, :, point], weight)
+    assert output is not None  # L >= 1 and P >= 1 were checked by the callers
+    return output
 
 
 class MSDeformAttn(nn.Module):
@@ -192,6 +222,10 @@ class MSDeformAttn(nn.Module):
         if input_spatial_shapes.shape[0] != self.n_levels:
             raise ValueError(f"expected {self.n_levels} levels, got spatial shapes {input_spatial_shapes.tolist()}")
 
+        m, num_levels, num_points = self.n_heads, self.n_levels, self.n_points
+        head_dim = self.d_model // m
+        shapes, starts = check_spatial_shapes(input_spatial_shapes, input_level_start_index, s)
+
         value = self.value_proj(input_flatten)  # [N, S, C]
         if input_padding_mask is not None:
             if tuple(input_padding_mask.shape) != (n, s) or input_padding_mask.dtype != torch.bool:
@@ -200,19 +234,47 @@ class MSDeformAttn(nn.Module):
                     f"{tuple(input_padding_mask.shape)}"
                 )
             value = value.masked_fill(input_padding_mask[..., None], 0.0)
-        head_dim = self.d_model // self.n_heads
-        value = value.view(n, s, self.n_heads, head_dim)  # [N, S, M, D]
+        value_t = value.view(n, s, m, head_dim).permute(0, 2, 3, 1).reshape(n * m, head_dim, s)  # [N*M, D, S]
 
-        offsets = self.sampling_offsets(query).view(
-            n, lq, self.n_heads, self.n_levels, self.n_points, 2
-        )  # [N, Lq, M, L, P, 2] in pixels of each level
-        weights = self.attention_weights(query).view(n, lq, self.n_heads, self.n_levels * self.n_points)
-        weights = weights.softmax(-1).view(n, lq, self.n_heads, self.n_levels, self.n_points)  # [N, Lq, M, L, P]
+        offsets, logits = self.project_query(query, input_spatial_shapes)
+        # offsets: [N, Lq, M, L, P, 2], already in grid_sample's units; logits: [N, Lq, M, L*P]
+        # grid = (2 * reference - 1) + offset: the location of Deformable DETR, ref + offset_px / (W, H),
+        # mapped to [-1, 1]: the same arithmetic, re-associated (tests/modeling/pixel_decoder/test_ms_deform_attn.py).
+        base = (2.0 * reference_points - 1.0).to(value.dtype)  # [N, Lq, L, 2]
+        grids = offsets.permute(0, 2, 3, 4, 1, 5).contiguous()  # [N, M, L, P, Lq, 2]
+        grids = grids.add_(base.permute(0, 2, 1, 3)[:, None, :, None]).flatten(0, 1)  # [N*M, L, P, Lq, 2]
+        weights = logits.permute(0, 2, 3, 1).softmax(2)  # [N, M, L*P, Lq], softmax jointly over L x P
+        weights = weights.reshape(n * m, num_levels, num_points, lq)  # [N*M, L, P, Lq]
 
-        # (W, H) of each level, to turn pixel offsets into normalised offsets.
-        normalizer = input_spatial_shapes.flip(-1).to(offsets.dtype)  # [L, 2] as (W, H)
-        locations = (
-            reference_points[:, :, None, :, None, :] + offsets / normalizer[None, None, None, :, None, :]
-        )  # [N, Lq, M, L, P, 2]
-        output = ms_deform_attn_core(value, input_spatial_shapes, input_level_start_index, locations, weights)
+        output = sample_and_weight(value_t, shapes, starts, grids, weights)  # [N*M, D, Lq]
+        output = output.view(n, m * head_dim, lq).transpose(1, 2)  # [N, Lq, C] (a view)
         return self.output_proj(output)  # [N, Lq, C]
+
+    def project_query(self, query: torch.Tensor, spatial_shapes: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Sampling offsets and attention logits from the query, in ONE matrix product.
+
+        The two linear layers (``sampling_offsets``, ``attention_weights``, kept as separate parameters so
+        that checkpoints of Deformable DETR / Mask2Former layout load unchanged) are concatenated row-wise
+        for the product. The offset rows are scaled first by 2 / W_l (x) and 2 / H_l (y): a pixel offset
+        of level l becomes an offset in grid_sample's [-1, 1] coordinates, so no division per sample is
+        left (Deformable DETR's ``offset / (W_l, H_l)``, times the 2 of the [0, 1] -> [-1, 1] map).
+
+        Args:
+            query: [N, Lq, C].
+            spatial_shapes: [L, 2] (H_l, W_l).
+
+        Returns:
+            (offsets [N, Lq, M, L, P, 2] in [-1, 1] units, logits [N, Lq, M, L * P] before the softmax).
+        """
+        m, num_levels, num_points = self.n_heads, self.n_levels, self.n_points
+        n, lq, _ = query.shape
+        weight_off = self.sampling_offsets.weight  # [M*L*P*2, C]
+        scale = 2.0 / spatial_shapes.flip(-1).to(weight_off.dtype)  # [L, 2] as (2/W, 2/H)
+        scale = scale.view(1, num_levels, 1, 2).expand(m, num_levels, num_points, 2).reshape(-1)  # [M*L*P*2]
+        weight = torch.cat([weight_off * scale[:, None], self.attention_weights.weight])  # [M*L*P*3, C]
+        bias = torch.cat([self.sampling_offsets.bias * scale, self.attention_weights.bias])  # [M*L*P*3]
+        projected = F.linear(query, weight, bias)  # [N, Lq, M*L*P*3]
+        n_off = m * num_levels * num_points * 2
+        offsets = projected[..., :n_off].view(n, lq, m, num_levels, num_points, 2)
+        logits = projected[..., n_off:].view(n, lq, m, num_levels * num_points)
+        return offsets, logits

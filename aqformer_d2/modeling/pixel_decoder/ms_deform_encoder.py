@@ -52,7 +52,7 @@ class MSDeformEncoderLayer(nn.Module):
 
     def forward(self, src: torch.Tensor, pos: torch.Tensor, reference_points: torch.Tensor,
                 spatial_shapes: torch.Tensor, level_start_index: torch.Tensor) -> torch.Tensor:
-        """src, pos: [N, S, C]; reference_points: [N, S, L, 2] -> [N, S, C]."""
+        """src: [N, S, C]; pos: [N or 1, S, C]; reference_points: [N, S, L, 2] -> [N, S, C]."""
         attended = self.self_attn(src + pos, reference_points, src, spatial_shapes, level_start_index)  # [N, S, C]
         src = self.norm(src + self.dropout(attended))  # [N, S, C]
         return self.ffn(src)  # [N, S, C]
@@ -81,7 +81,7 @@ class MSDeformEncoder(nn.Module):
         """
         Args:
             src: [N, S, C] features of all levels, flattened level after level.
-            pos: [N, S, C] positional (+ level) embedding.
+            pos: [N, S, C] positional (+ level) embedding, or [1, S, C] for one shared by all N.
             spatial_shapes: [(H_l, W_l), ...] of the L levels.
 
         Returns:
