@@ -3,6 +3,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .linear import Linear, linear
+
 __all__ = ["FFNLayer"]
 
 
@@ -34,8 +36,8 @@ class FFNLayer(nn.Module):
             raise ValueError(f"FFNLayer: activation must be 'relu' or 'gelu', got {activation!r}")
         if norm_position not in ("post", "branch", "pre"):
             raise ValueError(f"FFNLayer: norm_position must be 'post', 'branch' or 'pre', got {norm_position!r}")
-        self.linear1 = nn.Linear(d_model, dim_feedforward)
-        self.linear2 = nn.Linear(dim_feedforward, d_model)
+        self.linear1 = Linear(d_model, dim_feedforward)
+        self.linear2 = Linear(dim_feedforward, d_model)
         self.dropout = nn.Dropout(dropout)
         self.norm = nn.LayerNorm(d_model)
         self.activation = F.relu if activation == "relu" else F.gelu
@@ -46,7 +48,11 @@ class FFNLayer(nn.Module):
         nn.init.zeros_(self.linear2.bias)
 
     def _branch(self, x: torch.Tensor) -> torch.Tensor:
-        return self.dropout(self.linear2(self.dropout(self.activation(self.linear1(x)))))
+        if self.activation is F.relu:  # ReLU fused into the first product where oneDNN runs it
+            hidden = linear(x, self.linear1.weight, self.linear1.bias, activation="relu")
+        else:
+            hidden = self.activation(self.linear1(x))
+        return self.dropout(self.linear2(self.dropout(hidden)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: [..., C] -> [..., C]."""

@@ -17,6 +17,8 @@ from typing import Tuple
 import torch
 from torch import nn
 
+from ..layers.linear import Linear
+
 __all__ = ["ABTI", "ABTI_LOGIT_SCALES"]
 
 # Temperature of eq. (9): "sqrt_dim" divides the logits by sqrt(C_b) (scaled dot-product attention, our
@@ -56,12 +58,12 @@ class ABTI(nn.Module):
         self.logit_scale = logit_scale
         # Multiplier of the eq. (9) logits: 1/sqrt(C_b), or 1 for the printed form.
         self.logit_multiplier = 1.0 / math.sqrt(hidden_dim) if logit_scale == "sqrt_dim" else 1.0
-        self.f_a = nn.Linear(audio_dim, hidden_dim)
+        self.f_a = Linear(audio_dim, hidden_dim)
         # No bias: f_a(A_p) . b would add the same value to every pixel's logit of eq. (9), which the
         # softmax over HW cancels, so a bias here could never learn.
-        self.f_m = nn.Linear(feature_dim, hidden_dim, bias=False)
-        self.f_n = nn.Linear(feature_dim, hidden_dim)
-        self.f_o = nn.Linear(hidden_dim, feature_dim)
+        self.f_m = Linear(feature_dim, hidden_dim, bias=False)
+        self.f_n = Linear(feature_dim, hidden_dim)
+        self.f_o = Linear(hidden_dim, feature_dim)
         self.self_attn = nn.MultiheadAttention(hidden_dim, num_heads, dropout=dropout, batch_first=True)
         self.norm = nn.LayerNorm(hidden_dim)
         for layer in (self.f_a, self.f_m, self.f_n, self.f_o):

@@ -17,6 +17,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ..layers.linear import Linear, linear
+
 __all__ = ["MSDeformAttn", "ms_deform_attn_core", "sample_and_weight", "check_spatial_shapes"]
 
 
@@ -163,8 +165,8 @@ class MSDeformAttn(nn.Module):
         self.n_points = n_points
         self.sampling_offsets = nn.Linear(d_model, n_heads * n_levels * n_points * 2)
         self.attention_weights = nn.Linear(d_model, n_heads * n_levels * n_points)
-        self.value_proj = nn.Linear(d_model, d_model)
-        self.output_proj = nn.Linear(d_model, d_model)
+        self.value_proj = Linear(d_model, d_model)
+        self.output_proj = Linear(d_model, d_model)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -273,7 +275,7 @@ class MSDeformAttn(nn.Module):
         scale = scale.view(1, num_levels, 1, 2).expand(m, num_levels, num_points, 2).reshape(-1)  # [M*L*P*2]
         weight = torch.cat([weight_off * scale[:, None], self.attention_weights.weight])  # [M*L*P*3, C]
         bias = torch.cat([self.sampling_offsets.bias * scale, self.attention_weights.bias])  # [M*L*P*3]
-        projected = F.linear(query, weight, bias)  # [N, Lq, M*L*P*3]
+        projected = linear(query, weight, bias)  # [N, Lq, M*L*P*3]
         n_off = m * num_levels * num_points * 2
         offsets = projected[..., :n_off].view(n, lq, m, num_levels, num_points, 2)
         logits = projected[..., n_off:].view(n, lq, m, num_levels * num_points)
