@@ -37,6 +37,12 @@ def add_aqformer_config(cfg: CN) -> None:
     # DistributedDataParallel(find_unused_parameters=...): needed when an ablation leaves parameters
     # unused (e.g. vanilla queries never use the audio-query projection).
     cfg.MODEL.AQFORMER.FIND_UNUSED_PARAMETERS = False
+    # Memory layout of the model's 4-D weights and activations: "channels_last" (NHWC), "contiguous"
+    # (NCHW) or "auto" = channels_last when MODEL.DEVICE is "cpu" (oneDNN's convolutions and max pooling
+    # run several times faster on NHWC there, and the pixel decoder's token views need no copies; see
+    # bench/README.md), NCHW elsewhere (the GPU path is left as it was). The layout changes only the
+    # order of float32 additions, not the result beyond round-off (tests/modeling/meta_arch/test_memory_format.py).
+    cfg.MODEL.AQFORMER.MEMORY_FORMAT = "auto"
 
     # MODEL.WEIGHTS ending in .pkl is read with a restricted unpickler (tensors/arrays only). Set True only for
     # a legacy pickle you trust: it is then read with plain pickle, which can execute code.

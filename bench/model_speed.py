@@ -24,7 +24,7 @@ nn.MultiheadAttention runs): this script adds handles for those two (projections
 fvcore as 4 multiply-adds per output element. The unsupported ops left are listed in the JSON.
 
 Prints markdown tables and writes bench/results/model_speed.json (git-ignored). The goals checked:
-whole R50 model time <= 4x the R50 backbone alone; pixel decoder achieved GFLOP/s >= 70% of the
+whole R50 model time <= 3x the R50 backbone alone; pixel decoder achieved GFLOP/s >= 85% of the
 backbone's; peak RSS of the R50 model < 2 GiB.
 """
 import argparse
@@ -199,18 +199,24 @@ def worker(args) -> dict:
     torch, cfg = _setup(args)
     from detectron2.modeling import build_backbone, build_model
 
+    from aqformer_d2.modeling.meta_arch.aqformer import MEMORY_FORMATS, resolve_memory_format
+
     gc.collect()
     base_peak, base_rss = max_rss_bytes(), current_rss_bytes()
     result = {"config": args.config, "target": args.worker, "threads": torch.get_num_threads(),
-              "torch": torch.__version__, "baseline_rss_mib": base_rss / MIB}
+              "torch": torch.__version__, "baseline_rss_mib": base_rss / MIB,
+              "memory_format": resolve_memory_format(cfg)}
     torch.manual_seed(0)
     clip = _clip(torch, args)
     with torch.no_grad():
         if args.worker == "backbone":
-            module = build_backbone(cfg).eval()
+            # in the layout the whole model runs it in (MODEL.AQFORMER.MEMORY_FORMAT), so that the ratio
+            # compares like with like
+            fmt = MEMORY_FORMATS[resolve_memory_format(cfg)]
+            module = build_backbone(cfg).eval().to(memory_format=fmt)
             mean = torch.tensor(cfg.MODEL.PIXEL_MEAN).view(1, -1, 1, 1)
             std = torch.tensor(cfg.MODEL.PIXEL_STD).view(1, -1, 1, 1)
-            x = (clip["images"].float() - mean) / std  # [T, 3, S, S], S divisible by 32: no padding
+            x = ((clip["images"].float() - mean) / std).contiguous(memory_format=fmt)  # [T, 3, S, S], no padding
             call = lambda: module(x)  # noqa: E731
         else:
             module = build_model(cfg).eval()
@@ -296,7 +302,7 @@ def report(results: dict, args) -> str:
         lines += ["", "| goal | measured (medians) | from min times | target | met (medians) |",
                   "|---|---:|---:|---:|---|"]
         lines += [f"| {g['goal']} | {g['measured']} | {g['measured_min']} | {g['target']} | "
-                  f"{'yes' if g['met'] else 'NO'} |" for g in goals]
+                  f"{'' if g['met'] is None else 'yes' if g['met'] else 'NO'} |" for g in goals]
     for name, r in results.items():
         lines += ["", f"**{name}: where the decoder time goes** (s per call, direct children)", ""]
         for part, bd in r["model"]["breakdown_s"].items():
@@ -318,17 +324,27 @@ def evaluate_goals(results: dict):
         r = results["R50"]
         parts = r["model"]["parts"]
         ratio = {s: r["model"]["time_s"][s] / r["backbone"]["time_s"][s] for s in ("median", "min")}
-        goals.append({"goal": "R50 whole model time <= 4x R50 backbone alone", "target": "<= 4x",
+        goals.append({"goal": "R50 whole model time <= 3x R50 backbone alone", "target": "<= 3x",
                       "measured": f"{ratio['median']:.2f}x", "measured_min": f"{ratio['min']:.2f}x",
-                      "met": ratio["median"] <= 4.0})
+                      "met": ratio["median"] <= 3.0})
+        # What the ratio would be if every part ran at the backbone's own GFLOP/s: the FLOP count alone.
+        floor = sum(p["gflops"] for p in parts.values()) / parts["backbone"]["gflops"]
+        goals.append({"goal": "(R50 FLOP floor of that ratio: model GFLOP / backbone GFLOP)", "target": "",
+                      "measured": f"{floor:.2f}x", "measured_min": "", "met": None})
         rel = {s: (parts["pixel decoder (ABTI)"]["gflops"] / parts["pixel decoder (ABTI)"]["time_s"][s])
                / (parts["backbone"]["gflops"] / parts["backbone"]["time_s"][s]) for s in ("median", "min")}
-        goals.append({"goal": "R50 pixel decoder achieved GFLOP/s >= 70% of the backbone's", "target": ">= 70%",
+        goals.append({"goal": "R50 pixel decoder achieved GFLOP/s >= 85% of the backbone's", "target": ">= 85%",
                       "measured": f"{rel['median']:.0%}", "measured_min": f"{rel['min']:.0%}",
-                      "met": rel["median"] >= 0.7})
+                      "met": rel["median"] >= 0.85})
         peak = r["model"]["peak_rss_mib"] * MIB
         goals.append({"goal": "R50 whole model peak RSS < 2 GiB", "measured": f"{peak / GIB:.2f} GiB",
                       "measured_min": "", "target": "< 2 GiB", "met": peak < 2 * GIB})
+    if "PVTv2b5" in results:
+        r = results["PVTv2b5"]
+        ratio = {s: r["model"]["time_s"][s] / r["backbone"]["time_s"][s] for s in ("median", "min")}
+        goals.append({"goal": "PVT-v2-b5 whole model time <= 1.5x its backbone alone", "target": "<= 1.5x",
+                      "measured": f"{ratio['median']:.2f}x", "measured_min": f"{ratio['min']:.2f}x",
+                      "met": ratio["median"] <= 1.5})
     return goals
 
 

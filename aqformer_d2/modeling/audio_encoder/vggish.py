@@ -169,7 +169,7 @@ class VGGish(nn.Module):
         in_ch = 1
         for width, num_convs in zip(self.conv_channels, _BLOCK_CONVS):
             for _ in range(num_convs):
-                layers += [nn.Conv2d(in_ch, width, kernel_size=3, padding=1), nn.ReLU()]
+                layers += [nn.Conv2d(in_ch, width, kernel_size=3, padding=1), nn.ReLU(inplace=True)]
                 in_ch = width
             layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
         self.features = nn.Sequential(*layers)
@@ -177,7 +177,7 @@ class VGGish(nn.Module):
         fcs: List[nn.Module] = []
         in_features = in_ch * _POOLED_HW[0] * _POOLED_HW[1]
         for dim in list(self.fc_dims) + [self._out_dim]:
-            fcs += [nn.Linear(in_features, dim), nn.ReLU()]
+            fcs += [nn.Linear(in_features, dim), nn.ReLU(inplace=True)]
             in_features = dim
         self.embeddings = nn.Sequential(*fcs)
 

@@ -6,8 +6,7 @@ wheels). On the AMD EPYC machines this project runs on, that path reaches about 
 oneDNN": 5145 x 256 -> 1024, 2 threads, 12.6 ms vs 5.7 ms; 1 thread, 26 ms vs 11 ms), and the deformable
 encoder's linear layers are 44% of the pixel decoder's time. oneDNN's inner product is reachable from
 Python through ``torch.ops.mkldnn._linear_pointwise`` (the op PyTorch's own Inductor emits for CPU
-linear layers); it has no autograd formula, so :class:`_OneDNNLinearFunction` supplies one, with the
-two backward products on the same kernels.
+linear layers); it has no autograd formula, so :class:`_OneDNNLinearFunction` supplies one.
 
 When. :func:`linear` uses oneDNN only where it pays and where it is defined: CPU tensors, float32 input
 and weight, at least :data:`MIN_ROWS` rows (below that the call overhead wins; measured in
@@ -72,8 +71,8 @@ class _OneDNNLinearFunction(torch.autograd.Function):
     """y = act(x W^T + b) with forward and both backward products on oneDNN; act is identity or ReLU.
 
     Shapes: x [R, K], weight [O, K], bias [O] or None -> y [R, O].
-    Backward (dy taken through the ReLU first, dy * (y > 0), when act is ReLU): dx = dy W ([R, O] x [O, K]: the inner product with weight W^T [K, O]);
-    dW = dy^T x ([O, R] x [R, K]: the inner product of dy^T [O, R] with x^T [K, R], both made row-major);
+    Backward (dy taken through the ReLU first, dy * (y > 0), when act is ReLU): dx = dy W ([R, O] x [O, K]:
+    the inner product with weight W^T [K, O], on oneDNN); dW = dy^T x ([O, R] x [R, K], ``torch.mm``);
     db = sum_r dy.
     """
 
@@ -95,7 +94,9 @@ class _OneDNNLinearFunction(torch.autograd.Function):
         if ctx.needs_input_grad[0]:
             grad_x = _inner_product(grad_out, weight.t().contiguous(), None)  # [R, K]
         if ctx.needs_input_grad[1]:
-            grad_w = _inner_product(grad_out.t().contiguous(), x.t().contiguous(), None)  # [O, K]
+            # dy^T x contracts over the R rows, so both operands would have to be transposed into
+            # row-major copies for oneDNN's inner product; the BLAS reads them transposed in place.
+            grad_w = torch.mm(grad_out.t(), x)  # [O, K]
         if ctx.has_bias and ctx.needs_input_grad[2]:
             grad_b = grad_out.sum(0)  # [O]
         return grad_x, grad_w, grad_b, None

@@ -23,7 +23,21 @@ from ..losses import AQFormerCriterion
 from ..pixel_decoder.build import build_aq_pixel_decoder
 from ..transformer_decoder.build import build_aq_transformer_decoder
 
-__all__ = ["AQFormer", "AUDIO_PATHWAYS"]
+__all__ = ["AQFormer", "AUDIO_PATHWAYS", "MEMORY_FORMATS", "resolve_memory_format"]
+
+MEMORY_FORMATS = {"contiguous": torch.contiguous_format, "channels_last": torch.channels_last}
+
+
+def resolve_memory_format(cfg) -> str:
+    """cfg.MODEL.AQFORMER.MEMORY_FORMAT with "auto" resolved: "channels_last" on the CPU, else "contiguous"."""
+    value = cfg.MODEL.AQFORMER.MEMORY_FORMAT
+    if value == "auto":
+        return "channels_last" if torch.device(cfg.MODEL.DEVICE).type == "cpu" else "contiguous"
+    if value not in MEMORY_FORMATS:
+        raise ValueError(
+            f"MODEL.AQFORMER.MEMORY_FORMAT must be 'auto' or one of {sorted(MEMORY_FORMATS)}, got {value!r}"
+        )
+    return value
 
 # The three ways audio enters the model (audio-pathway attribution, docs/interfaces.md):
 # "pixel": A of eq. (1)-(2) in the pixel decoder; "abti": A of ABTI, eq. (9); "query": A^0 = Linear(A) of the
@@ -60,6 +74,7 @@ class AQFormer(nn.Module):
         pixel_mean: List[float],
         pixel_std: List[float],
         size_divisibility: int = 32,
+        memory_format: str = "contiguous",
     ):
         """
         Args:
@@ -71,6 +86,8 @@ class AQFormer(nn.Module):
             num_frames: T, frames per clip; every input clip must have exactly T frames.
             pixel_mean, pixel_std: per-channel normalisation, in the input channel order.
             size_divisibility: frames are zero-padded to a multiple of this (0: the backbone's own).
+            memory_format: "contiguous" (NCHW) or "channels_last" (NHWC): the layout of the 4-D weights
+                (converted here; ``load_state_dict`` keeps it) and of the normalised frames.
         """
         super().__init__()
         self.backbone = backbone
@@ -84,6 +101,10 @@ class AQFormer(nn.Module):
         self.size_divisibility = size_divisibility
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), False)
         self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), False)
+        if memory_format not in MEMORY_FORMATS:
+            raise ValueError(f"AQFormer: memory_format must be one of {sorted(MEMORY_FORMATS)}, got {memory_format!r}")
+        self.memory_format = MEMORY_FORMATS[memory_format]
+        self.to(memory_format=self.memory_format)
 
     @classmethod
     def from_config(cls, cfg):
@@ -106,6 +127,7 @@ class AQFormer(nn.Module):
             "pixel_mean": cfg.MODEL.PIXEL_MEAN,
             "pixel_std": cfg.MODEL.PIXEL_STD,
             "size_divisibility": cfg.MODEL.AQFORMER.SIZE_DIVISIBILITY,
+            "memory_format": resolve_memory_format(cfg),
         }
 
     @property
@@ -136,7 +158,9 @@ class AQFormer(nn.Module):
         for clip in batched_inputs:
             images = clip["images"].to(self.device)  # [T, 3, H, W]
             frames.extend(self.normalize(images[t]) for t in range(images.shape[0]))
-        return ImageList.from_tensors(frames, self.size_divisibility)
+        images = ImageList.from_tensors(frames, self.size_divisibility)
+        images.tensor = images.tensor.contiguous(memory_format=self.memory_format)  # [B*T, 3, Hp, Wp]
+        return images
 
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
         """(x - PIXEL_MEAN) / PIXEL_STD in the model's dtype: [..., 3, H, W] uint8 or float -> same shape."""

@@ -116,17 +116,24 @@ def sample_and_weight(
         [B, D, Lq]: sum over levels and points of weight x bilinear sample.
 
     Layout: ``grid_sample`` returns [B, D, P, Lq], so the weighted sum over the points reads whole
-    contiguous Lq rows; it is accumulated in place, point after point, into one [B, D, Lq] buffer
-    (``addcmul_``), so no [B, D, P, Lq] product is ever allocated.
+    contiguous Lq rows. Without autograd it is accumulated in place, point after point, into one
+    [B, D, Lq] buffer (``addcmul_``), so no [B, D, P, Lq] product is ever allocated. With autograd the
+    points of a level are summed in one ``(sampled * weight).sum``: the backward of a per-point slice
+    would write a whole zero [B, D, P, Lq] gradient for every point (bench/README.md, "A faster main job").
     """
     b, d, _ = value_t.shape
     num_points = grids.shape[2]
+    track = torch.is_grad_enabled() and (value_t.requires_grad or grids.requires_grad or weights.requires_grad)
     output: Optional[torch.Tensor] = None
     for level, (h, w) in enumerate(shapes):
         value_l = value_t[:, :, starts[level]:starts[level] + h * w].view(b, d, h, w)  # [B, D, H, W]
         sampled = F.grid_sample(
             value_l, grids[:, level], mode="bilinear", padding_mode="zeros", align_corners=False
         )  # [B, D, P, Lq]
+        if track:
+            term = (sampled * weights[:, level].unsqueeze(1)).sum(dim=2)  # [B, D, P, Lq] -> [B, D, Lq]
+            output = term if output is None else output + term
+            continue
         for point in range(num_points):
             weight = weights[:, level, point].unsqueeze(1)  # [B, 1, Lq]
             if output is None:

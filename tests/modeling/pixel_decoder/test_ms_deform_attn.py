@@ -277,3 +277,36 @@ def test_model_output_same_before_and_after_fast_path_float32(monkeypatch):
         monkeypatch.setattr(MSDeformAttn, "forward", drop_last_level)
         changed = model([clip])[0]["sound_probs"]
     assert (changed - reference).abs().max().item() > 1e-3
+
+
+def test_autograd_path_sums_the_same_terms_as_the_in_place_path_float64():
+    """sample_and_weight sums the points of a level in one product when autograd records (training) and
+    in place point after point otherwise (inference): the same terms, added in another order, so the two
+    agree to float64 round-off (12 terms of size <= max|value|: < 1e-13 here), and the autograd path
+    gives the explicit bilinear reference's gradients."""
+    from aqformer_d2.modeling.pixel_decoder.ms_deform_attn import sample_and_weight
+
+    g = torch.Generator().manual_seed(5)
+    n, lq, m, d, p = 2, 6, 2, 3, 4
+    spatial, starts = _shapes_tensors(SHAPES)
+    s = int(spatial.prod(1).sum())
+    value = torch.randn(n, s, m, d, dtype=torch.float64, generator=g)
+    locations = torch.rand(n, lq, m, len(SHAPES), p, 2, dtype=torch.float64, generator=g) * 1.4 - 0.2
+    weights = torch.rand(n, lq, m, len(SHAPES), p, dtype=torch.float64, generator=g)
+    value_t = value.permute(0, 2, 3, 1).reshape(n * m, d, s)  # [N*M, D, S]
+    grids = (2 * locations - 1).permute(0, 2, 3, 4, 1, 5).flatten(0, 1)  # [N*M, L, P, Lq, 2]
+    w = weights.permute(0, 2, 3, 4, 1).flatten(0, 1)  # [N*M, L, P, Lq]
+    with torch.no_grad():
+        in_place = sample_and_weight(value_t, SHAPES, starts.tolist(), grids, w)
+    leaf = value_t.clone().requires_grad_(True)
+    tracked = sample_and_weight(leaf, SHAPES, starts.tolist(), grids, w)
+    assert tracked.grad_fn is not None
+    assert (tracked - in_place).abs().max().item() < 1e-13
+    assert in_place.abs().max().item() > 0.1  # teeth: the sums are not trivially zero
+    cot = torch.randn(tracked.shape, dtype=torch.float64, generator=g)
+    (grad,) = torch.autograd.grad(tracked, leaf, cot)
+    ref_leaf = value.clone().requires_grad_(True)
+    ref = _reference_core(ref_leaf, SHAPES, locations, weights)  # [N, Lq, M*D]
+    ref_cot = cot.view(n, m * d, lq).transpose(1, 2)  # the same cotangent in [N, Lq, M*D]
+    (ref_grad,) = torch.autograd.grad(ref, ref_leaf, ref_cot)
+    assert (grad - ref_grad.permute(0, 2, 3, 1).reshape(n * m, d, s)).abs().max().item() < 1e-12
