@@ -5,6 +5,13 @@ the same arithmetic as the published CUDA operator: a normalised location ``(x, 
 to the continuous pixel coordinate ``(x * W - 0.5, y * H - 0.5)``, and bilinear corners that fall outside
 the map contribute zero. The same code runs on CPU and GPU; there is no compiled extension.
 
+Two samplers compute it. On the CPU at inference, :func:`sample_rows_and_weight` gathers the four bilinear corners of
+every sampling point as whole rows of D channels with one ``F.embedding_bag`` (sum mode, per-sample
+weights = bilinear weight x attention weight): the values stay in their [N, S, M, D] layout and each
+corner is one contiguous read. ``grid_sample`` instead gathers every channel of every corner separately
+from an [N*M, D, H, W] copy, and was 32% of the pixel decoder's CPU time (bench/README.md). Elsewhere
+(GPU, training, ONNX export, tracing) :func:`sample_and_weight` runs ``grid_sample``.
+
 Symbols: N batch, Lq queries, S = sum_l H_l * W_l flattened values, M heads, D = C / M channels per
 head, L levels, P sampling points per head and level.
 """
@@ -144,6 +151,87 @@ def sample_and_weight(
     return output
 
 
+def sample_rows_and_weight(
+    value: torch.Tensor,
+    shapes: Sequence[Sequence[int]],
+    starts: Sequence[int],
+    pixel_x: torch.Tensor,
+    pixel_y: torch.Tensor,
+    weights: torch.Tensor,
+) -> torch.Tensor:
+    """The arithmetic of :func:`sample_and_weight` as one weighted gather of value rows (CPU sampler).
+
+    Args:
+        value: [N, S, M, D] per-head values of all levels, flattened level after level on S.
+        shapes: [(H_l, W_l), ...] of the L levels; ``starts``: offset of each level on S.
+        pixel_x, pixel_y: [N, Lq, M, L * P] sampling locations as continuous pixel coordinates of each
+            level, pixel centres at integers: ``(x * W_l - 0.5, y * H_l - 0.5)`` for a normalised (x, y),
+            which is grid_sample's ``align_corners=False`` mapping. Column l * P + p is point p of level l.
+        weights: [N, Lq, M, L * P] attention weights, same columns.
+
+    Returns:
+        [N, Lq, M * D]: the sum over levels, points and the four bilinear corners of attention weight x
+        bilinear weight x value row; corners outside the map weigh 0 (grid_sample's zero padding).
+
+    Layout: every per-point quantity is a [B, L * P] matrix (B = N * Lq * M bags, one per query and
+    head) and every per-level constant a [L * P] row, so each element-wise step is one plain broadcast;
+    the four corners are concatenated to [B, 4 * L * P] for ``F.embedding_bag``.
+    """
+    n, s, m, d = value.shape
+    lq = pixel_x.shape[1]
+    cols = pixel_x.shape[-1]
+    num_points = cols // len(shapes)
+    bags, rows_total = n * lq * m, n * s * m
+    index_dtype = torch.int32 if rows_total < 2 ** 31 else torch.int64
+    dev, dtype = value.device, value.dtype
+
+    def per_column(values) -> torch.Tensor:  # one number per level -> [L * P], repeated over the points
+        return torch.tensor(values, device=dev).repeat_interleave(num_points)
+
+    width, height = per_column([w for _, w in shapes]), per_column([h for h, _ in shapes])  # [L*P] each
+    start = per_column(list(starts)).to(index_dtype)  # [L*P]
+
+    def corners(pixel: torch.Tensor, size: torch.Tensor):
+        """Lower corner index and the two bilinear weights along one axis, 0 outside the map."""
+        # Points more than one pixel outside have no corner inside either way; clamping them keeps the
+        # integer conversion in range for any offset.
+        pixel = torch.minimum(pixel.reshape(bags, cols), (size + 1).to(pixel.dtype)).clamp_(min=-2.0)  # [B, L*P]
+        low = pixel.floor()
+        frac = (pixel - low).to(dtype)  # [B, L*P], in [0, 1)
+        low = low.to(index_dtype)
+        w_low = (1 - frac) * ((low >= 0) & (low < size))  # [B, L*P]
+        w_high = frac * ((low >= -1) & (low < size - 1))  # [B, L*P]
+        return low, w_low, w_high
+
+    x0, wx0, wx1 = corners(pixel_x, width)
+    y0, wy0, wy1 = corners(pixel_y, height)
+    attn = weights.reshape(bags, cols).to(dtype)  # [B, L*P]
+    wy0, wy1 = wy0 * attn, wy1 * attn
+    corner_weights = torch.cat([wy0 * wx0, wy0 * wx1, wy1 * wx0, wy1 * wx1], dim=1)  # [B, 4*L*P]
+    # row of value viewed as [N*S*M, D]: ((n * S + s) * M + m), s = start_l + y * W_l + x
+    bag = torch.arange(bags, device=dev, dtype=index_dtype).view(n, lq, m)  # [N, Lq, M]
+    bag_base = (torch.div(bag, lq * m, rounding_mode="floor") * (s * m) + bag % m).view(bags, 1)  # [B, 1]
+    row00 = (start + y0 * width.to(index_dtype) + x0) * m + bag_base  # [B, L*P], corner (y0, x0)
+    step_x, step_y = m, width.to(index_dtype) * m  # +1 in x, +1 in y
+    rows = torch.cat([row00, row00 + step_x, row00 + step_y, row00 + (step_y + step_x)], dim=1)  # [B, 4*L*P]
+    rows.clamp_(0, rows_total - 1)  # corners outside the map have weight 0; any valid row will do
+    out = F.embedding_bag(rows, value.reshape(rows_total, d), per_sample_weights=corner_weights, mode="sum")
+    return out.view(n, lq, m * d)  # [B, D] -> [N, Lq, M*D]
+
+
+def use_row_sampler(value: torch.Tensor) -> bool:
+    """Whether MSDeformAttn samples with :func:`sample_rows_and_weight` rather than grid_sample: on the CPU,
+    without autograd (inference), outside ONNX export and tracing. Under autograd grid_sample stays:
+    embedding_bag's backward (a sort of all 4 * L * P * B row indices, then a dense scatter) made a
+    training step of the tiny config 15% slower (bench/README.md, "A faster main job")."""
+    return (
+        value.device.type == "cpu"
+        and not (torch.is_grad_enabled() and value.requires_grad)
+        and not torch.onnx.is_in_onnx_export()
+        and not torch.jit.is_tracing()
+    )
+
+
 class MSDeformAttn(nn.Module):
     """Multi-scale deformable attention: every query attends to ``n_points`` learned sampling points
     around its reference point on each of ``n_levels`` feature maps, per head.
@@ -243,6 +331,8 @@ class MSDeformAttn(nn.Module):
                     f"{tuple(input_padding_mask.shape)}"
                 )
             value = value.masked_fill(input_padding_mask[..., None], 0.0)
+        if use_row_sampler(value):
+            return self.output_proj(self._attend_rows(query, reference_points, value, shapes, starts))
         value_t = value.view(n, s, m, head_dim).permute(0, 2, 3, 1).reshape(n * m, head_dim, s)  # [N*M, D, S]
 
         offsets, logits = self.project_query(query, input_spatial_shapes)
@@ -259,29 +349,60 @@ class MSDeformAttn(nn.Module):
         output = output.view(n, m * head_dim, lq).transpose(1, 2)  # [N, Lq, C] (a view)
         return self.output_proj(output)  # [N, Lq, C]
 
-    def project_query(self, query: torch.Tensor, spatial_shapes: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    def _attend_rows(self, query: torch.Tensor, reference_points: torch.Tensor, value: torch.Tensor,
+                     shapes: List[List[int]], starts: List[int]) -> torch.Tensor:
+        """The CPU sampler: query [N, Lq, C], reference_points [N, Lq, L, 2], value [N, S, C] -> [N, Lq, C]
+        before the output projection.
+
+        The sampling location in pixels of level l is ``ref * (W_l, H_l) - 0.5 + offset``: Deformable DETR's
+        ``ref + offset / (W_l, H_l)`` mapped by grid_sample's ``align_corners=False`` rule, re-associated.
+        """
+        n, lq, _ = query.shape
+        m, num_levels, num_points = self.n_heads, self.n_levels, self.n_points
+        offsets, logits = self.project_query(query, None)  # [N, Lq, M, L, P, 2] in pixels; [N, Lq, M, L*P]
+        cols = num_levels * num_points
+        size = torch.tensor([[w, h] for h, w in shapes], device=value.device, dtype=offsets.dtype)  # [L, 2]
+        base = reference_points.to(offsets.dtype) * size - 0.5  # [N, Lq, L, 2]
+        base = base.repeat_interleave(num_points, dim=2)[:, :, None]  # [N, Lq, 1, L*P, 2]
+        offsets = offsets.reshape(n, lq, m, cols, 2)  # a view
+        pixel_x = offsets[..., 0] + base[..., 0]  # [N, Lq, M, L*P]
+        pixel_y = offsets[..., 1] + base[..., 1]  # [N, Lq, M, L*P]
+        # softmax jointly over L x P, computed with Lq innermost (a softmax over a last axis of only L*P
+        # entries is several times slower on the CPU), then viewed back
+        weights = logits.permute(0, 2, 3, 1).softmax(2).permute(0, 3, 1, 2)  # [N, Lq, M, L*P]
+        value = value.view(n, value.shape[1], m, self.d_model // m)  # [N, S, M, D]
+        return sample_rows_and_weight(value, shapes, starts, pixel_x, pixel_y, weights)  # [N, Lq, C]
+
+    def project_query(self, query: torch.Tensor,
+                      spatial_shapes: Optional[torch.Tensor]) -> Tuple[torch.Tensor, torch.Tensor]:
         """Sampling offsets and attention logits from the query, in ONE matrix product.
 
         The two linear layers (``sampling_offsets``, ``attention_weights``, kept as separate parameters so
         that checkpoints of Deformable DETR / Mask2Former layout load unchanged) are concatenated row-wise
-        for the product. The offset rows are scaled first by 2 / W_l (x) and 2 / H_l (y): a pixel offset
-        of level l becomes an offset in grid_sample's [-1, 1] coordinates, so no division per sample is
-        left (Deformable DETR's ``offset / (W_l, H_l)``, times the 2 of the [0, 1] -> [-1, 1] map).
+        for the product. With ``spatial_shapes`` given (the grid_sample sampler), the offset rows are
+        scaled first by 2 / W_l (x) and 2 / H_l (y): a pixel offset of level l becomes an offset in
+        grid_sample's [-1, 1] coordinates, so no division per sample is left (Deformable DETR's
+        ``offset / (W_l, H_l)``, times the 2 of the [0, 1] -> [-1, 1] map). With None (the row sampler)
+        the offsets stay in pixels of each level, as the layer predicts them.
 
         Args:
             query: [N, Lq, C].
-            spatial_shapes: [L, 2] (H_l, W_l).
+            spatial_shapes: [L, 2] (H_l, W_l), or None.
 
         Returns:
-            (offsets [N, Lq, M, L, P, 2] in [-1, 1] units, logits [N, Lq, M, L * P] before the softmax).
+            (offsets [N, Lq, M, L, P, 2] in [-1, 1] units, or in pixels when ``spatial_shapes`` is None;
+            logits [N, Lq, M, L * P] before the softmax).
         """
         m, num_levels, num_points = self.n_heads, self.n_levels, self.n_points
         n, lq, _ = query.shape
         weight_off = self.sampling_offsets.weight  # [M*L*P*2, C]
-        scale = 2.0 / spatial_shapes.flip(-1).to(weight_off.dtype)  # [L, 2] as (2/W, 2/H)
-        scale = scale.view(1, num_levels, 1, 2).expand(m, num_levels, num_points, 2).reshape(-1)  # [M*L*P*2]
-        weight = torch.cat([weight_off * scale[:, None], self.attention_weights.weight])  # [M*L*P*3, C]
-        bias = torch.cat([self.sampling_offsets.bias * scale, self.attention_weights.bias])  # [M*L*P*3]
+        bias_off = self.sampling_offsets.bias  # [M*L*P*2]
+        if spatial_shapes is not None:
+            scale = 2.0 / spatial_shapes.flip(-1).to(weight_off.dtype)  # [L, 2] as (2/W, 2/H)
+            scale = scale.view(1, num_levels, 1, 2).expand(m, num_levels, num_points, 2).reshape(-1)  # [M*L*P*2]
+            weight_off, bias_off = weight_off * scale[:, None], bias_off * scale
+        weight = torch.cat([weight_off, self.attention_weights.weight])  # [M*L*P*3, C]
+        bias = torch.cat([bias_off, self.attention_weights.bias])  # [M*L*P*3]
         projected = linear(query, weight, bias)  # [N, Lq, M*L*P*3]
         n_off = m * num_levels * num_points * 2
         offsets = projected[..., :n_off].view(n, lq, m, num_levels, num_points, 2)

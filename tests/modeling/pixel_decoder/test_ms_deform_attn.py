@@ -189,9 +189,11 @@ def _trained_like(attn, generator):
     return attn
 
 
-def test_fast_forward_is_deformable_detr_formulation_float64():
+@pytest.mark.parametrize("sampler", ["grid_sample", "rows"])
+def test_fast_forward_is_deformable_detr_formulation_float64(sampler, monkeypatch):
     """The fused projection (offset rows pre-scaled by 2 / (W_l, H_l)), the softmax over the middle axis and
-    the in-place accumulation over points compute what Deformable DETR writes, up to float64 round-off.
+    the in-place accumulation over points compute what Deformable DETR writes, up to float64 round-off;
+    so does the CPU row sampler (offsets in pixels, ``ref * (W, H) - 0.5 + offset``, one embedding_bag).
 
     Bound: the two forms differ only by the order of exact-real-arithmetic-equal operations (scaling a row
     before vs after the dot product, 2 * (r + o / W) - 1 vs (2 r - 1) + o * (2 / W), summing L x P = 6 terms
@@ -199,6 +201,9 @@ def test_fast_forward_is_deformable_detr_formulation_float64():
     the output (|output| ~ 10, bilinear slopes ~ |value| ~ 10 per pixel, 2.5 px per grid unit) by ~1e-13:
     1e-11 has a 100x margin and is still 1e9 times smaller than any real change (see the swap below).
     """
+    import aqformer_d2.modeling.pixel_decoder.ms_deform_attn as mda
+
+    monkeypatch.setattr(mda, "use_row_sampler", lambda value: sampler == "rows")
     g = torch.Generator().manual_seed(3)
     c, heads, points = 16, 2, 3
     shapes = [(6, 9), (3, 5), (2, 2)]  # non-square: a (W, H) swap in the offset scaling must show up
@@ -310,3 +315,48 @@ def test_autograd_path_sums_the_same_terms_as_the_in_place_path_float64():
     ref_cot = cot.view(n, m * d, lq).transpose(1, 2)  # the same cotangent in [N, Lq, M*D]
     (ref_grad,) = torch.autograd.grad(ref, ref_leaf, ref_cot)
     assert (grad - ref_grad.permute(0, 2, 3, 1).reshape(n * m, d, s)).abs().max().item() < 1e-12
+
+
+def test_row_sampler_matches_explicit_bilinear_reference_float64():
+    """sample_rows_and_weight against the explicit bilinear reference: points inside, across the border
+    (some corners outside), far outside (up to 1e6 pixels away: every corner outside, and the integer
+    conversion must not wrap), and on exact pixel centres (fractions 0)."""
+    from aqformer_d2.modeling.pixel_decoder.ms_deform_attn import sample_rows_and_weight
+
+    g = torch.Generator().manual_seed(6)
+    n, lq, m, d, p = 2, 9, 3, 4, 2
+    spatial, starts = _shapes_tensors(SHAPES)
+    s = int(spatial.prod(1).sum())
+    value = torch.randn(n, s, m, d, dtype=torch.float64, generator=g)
+    locations = torch.rand(n, lq, m, len(SHAPES), p, 2, dtype=torch.float64, generator=g) * 1.6 - 0.3
+    locations[0, 0] = 1e6  # far outside, every level and point
+    locations[0, 1] = -1e6
+    locations[1, 2, :, 0, :, 0] = (torch.tensor(2.0) + 0.5) / SHAPES[0][1]  # an exact pixel centre in x
+    weights = torch.rand(n, lq, m, len(SHAPES), p, dtype=torch.float64, generator=g)
+    size = torch.tensor([[w, h] for h, w in SHAPES], dtype=torch.float64)  # [L, 2]
+    pixels = (locations * size[:, None, :] - 0.5).flatten(3, 4)  # [N, Lq, M, L*P, 2]
+    got = sample_rows_and_weight(value, SHAPES, starts.tolist(), pixels[..., 0], pixels[..., 1],
+                                 weights.flatten(3, 4))
+    want = _reference_core(value, SHAPES, locations, weights)
+    assert got.shape == (n, lq, m * d)
+    assert (got - want).abs().max().item() < 1e-12
+    assert got[0, :2].abs().max().item() == 0.0  # the far-away points contribute nothing
+    assert want.abs().max().item() > 0.1  # teeth
+
+
+def test_row_sampler_runs_at_cpu_inference_and_grid_sample_under_autograd():
+    from torch.profiler import ProfilerActivity, profile
+
+    g = torch.Generator().manual_seed(7)
+    attn = _trained_like(MSDeformAttn(d_model=8, n_levels=2, n_heads=2, n_points=2), g)
+    spatial, starts = _shapes_tensors([(4, 5), (2, 3)])
+    query, src = torch.randn(1, 26, 8, generator=g), torch.randn(1, 26, 8, generator=g)
+    ref = torch.rand(1, 26, 2, 2, generator=g)
+
+    def ops(grad: bool):
+        with torch.set_grad_enabled(grad), profile(activities=[ProfilerActivity.CPU]) as prof:
+            attn(query, ref, src, spatial, starts)
+        return {e.key for e in prof.key_averages()}
+
+    assert any("embedding_bag" in k for k in ops(False)) and not any("grid_sampler" in k for k in ops(False))
+    assert any("grid_sampler" in k for k in ops(True)) and not any("embedding_bag" in k for k in ops(True))
