@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from ..layers import FFNLayer
+from ..layers.attention import multihead_attention
 
 __all__ = [
     "CROSS_ATTN_SCOPES",
@@ -100,7 +101,7 @@ class CrossAttentionLayer(nn.Module):
             # each frame is an attention batch of its own: one query [B*T, 1, C] against [B*T, HW, C]
             values = memory
             attn_queries = queries.reshape(batch * frames, 1, channels)
-        out = self.attn(attn_queries, keys, values, need_weights=False)[0]
+        out = multihead_attention(self.attn, attn_queries, keys, values)  # [B, T, C] or [B*T, 1, C]
         out = out.reshape(batch, frames, channels)  # "own": [B*T, 1, C] -> [B, T, C]
         return queries + self.norm(self.dropout(out))
 
