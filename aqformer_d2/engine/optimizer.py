@@ -1,7 +1,8 @@
 """Optimizer and learning-rate schedule of the paper's protocol (AdamW, poly schedule with warm-up).
 
 Gradient clipping (``SOLVER.CLIP_GRADIENTS``) accepts detectron2's per-parameter types "value" and "norm"
-and Mask2Former's "full_model": one norm over all parameters together, scaled down to ``CLIP_VALUE``.
+(the latter computed here in batched operations, same result) and Mask2Former's "full_model": one norm over
+all parameters together, scaled down to ``CLIP_VALUE``.
 """
 import itertools
 from typing import Any, Dict, List, Type
@@ -13,7 +14,10 @@ from torch import nn
 from detectron2.solver import LRMultiplier, WarmupParamScheduler
 from detectron2.solver.build import maybe_add_gradient_clipping
 
-__all__ = ["build_param_groups", "build_optimizer", "build_poly_lr_scheduler", "with_full_model_clipping"]
+__all__ = [
+    "build_param_groups", "build_optimizer", "build_poly_lr_scheduler", "with_full_model_clipping",
+    "with_per_parameter_norm_clipping",
+]
 
 _NORM_TYPES = (
     nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm, nn.GroupNorm, nn.InstanceNorm1d,
@@ -62,11 +66,37 @@ def with_full_model_clipping(
     return FullModelClipped
 
 
+def with_per_parameter_norm_clipping(
+    optimizer_cls: Type[torch.optim.Optimizer], *, max_norm: float, norm_type: float
+) -> Type[torch.optim.Optimizer]:
+    """A subclass of ``optimizer_cls`` whose ``step`` first scales each parameter's gradient separately to
+    ``norm_type``-norm at most ``max_norm`` (detectron2's "norm" clipping: ``clip_grad_norm_`` on every
+    parameter alone), computed for all parameters in a few batched (``torch._foreach_*``) operations
+    instead of ~5 small ones per parameter."""
+    if max_norm <= 0:
+        raise ValueError(f"SOLVER.CLIP_GRADIENTS.CLIP_VALUE must be > 0 for norm clipping, got {max_norm}")
+
+    class PerParameterNormClipped(optimizer_cls):
+        @torch.no_grad()
+        def step(self, closure=None):
+            grads = [p.grad for group in self.param_groups for p in group["params"] if p.grad is not None]
+            if grads:
+                norms = torch.stack(torch._foreach_norm(grads, norm_type))  # [P]
+                scale = (max_norm / (norms + 1e-6)).clamp_(max=1.0)  # clip_grad_norm_'s coefficient, [P]
+                torch._foreach_mul_(grads, list(scale.unbind()))
+            return super().step(closure)
+
+    PerParameterNormClipped.__name__ = f"{optimizer_cls.__name__}WithGradientClip"
+    return PerParameterNormClipped
+
+
 def _maybe_add_clipping(cfg, optimizer_cls: Type[torch.optim.Optimizer]) -> Type[torch.optim.Optimizer]:
     """SOLVER.CLIP_GRADIENTS: "full_model" here, "value" / "norm" (per parameter) by detectron2."""
     clip = cfg.SOLVER.CLIP_GRADIENTS
     if clip.ENABLED and clip.CLIP_TYPE == "full_model":
         return with_full_model_clipping(optimizer_cls, max_norm=clip.CLIP_VALUE, norm_type=clip.NORM_TYPE)
+    if clip.ENABLED and clip.CLIP_TYPE == "norm":
+        return with_per_parameter_norm_clipping(optimizer_cls, max_norm=clip.CLIP_VALUE, norm_type=clip.NORM_TYPE)
     if clip.ENABLED and clip.CLIP_TYPE not in ("value", "norm"):
         raise ValueError(
             f"SOLVER.CLIP_GRADIENTS.CLIP_TYPE must be 'value', 'norm' or 'full_model', got {clip.CLIP_TYPE!r}"

@@ -139,3 +139,28 @@ def test_adamw_is_the_fused_kernel_with_the_for_loop_update():
         assert (a - b).abs().max().item() <= 1e-6, k
         moved += int((a - before[k]).abs().max().item() > 1e-3)
     assert moved >= 5  # teeth: the parameters did move
+
+
+def test_batched_norm_clipping_is_detectrons_per_parameter_clipping():
+    """The "norm" type scales each gradient as torch.nn.utils.clip_grad_norm_ on that parameter alone
+    (detectron2's clipper): small gradients untouched, large ones to norm CLIP_VALUE; agreement to a few
+    float32 ulps (the norm is computed by another kernel)."""
+    torch.manual_seed(0)
+    grads = [torch.randn(5, 3) * 3, torch.randn(7) * 0.01, torch.randn(2, 2, 3, 3)]
+    params = [nn.Parameter(torch.zeros_like(g)) for g in grads]
+    for p, g in zip(params, grads):
+        p.grad = g.clone()
+    cfg = _cfg(OPTIMIZER="SGD", BASE_LR=1.0, MOMENTUM=0.0, WEIGHT_DECAY=0.0, WEIGHT_DECAY_NORM=0.0)
+    cfg.SOLVER.CLIP_GRADIENTS.ENABLED = True
+    cfg.SOLVER.CLIP_GRADIENTS.CLIP_TYPE = "norm"
+    cfg.SOLVER.CLIP_GRADIENTS.CLIP_VALUE = 1.0
+    model = nn.ParameterList(params)
+    opt = build_optimizer(cfg, model)
+    opt.step()
+    for p, g in zip(params, grads):
+        ref = nn.Parameter(torch.zeros_like(g))
+        ref.grad = g.clone()
+        torch.nn.utils.clip_grad_norm_([ref], 1.0, 2.0)  # detectron2's clipper, on this parameter alone
+        assert (p.detach() + ref.grad).abs().max().item() <= 1e-6  # SGD, lr 1: p = -clipped grad
+    assert params[1].detach().abs().max().item() < 0.1  # the small gradient was not scaled up
+    assert abs(params[0].detach().norm().item() - 1.0) < 1e-5  # the large one scaled to norm 1

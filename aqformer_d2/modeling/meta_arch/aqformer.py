@@ -157,7 +157,7 @@ class AQFormer(nn.Module):
         frames = []
         for clip in batched_inputs:
             images = clip["images"].to(self.device)  # [T, 3, H, W]
-            frames.extend(self.normalize(images[t]) for t in range(images.shape[0]))
+            frames.extend(self.normalize(images).unbind(0))  # T x [3, H, W]; one op per clip, not per frame
         images = ImageList.from_tensors(frames, self.size_divisibility)
         images.tensor = images.tensor.contiguous(memory_format=self.memory_format)  # [B*T, 3, Hp, Wp]
         return images

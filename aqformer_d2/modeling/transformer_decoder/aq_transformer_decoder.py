@@ -12,7 +12,7 @@ from torch import nn
 
 from ..layers import PositionEmbeddingSine
 from .build import AQ_TRANSFORMER_DECODER_REGISTRY
-from .layers import CROSS_ATTN_SCOPES, AQDecoderLayer, MaskEmbed, predict_masks
+from .layers import CROSS_ATTN_SCOPES, AQDecoderLayer, MaskEmbed, predict_masks_of_layers
 
 __all__ = ["AudioQueriedTransformerDecoder", "QUERY_TYPES", "NUM_DECODER_SCALES"]
 
@@ -225,14 +225,16 @@ class AudioQueriedTransformerDecoder(nn.Module):
 
         memories = [self._flatten_scale(feat, level) for level, feat in enumerate(multi_scale_features)]
         queries = self.initial_queries(audio, batch)  # A^0, [B, T, C_f]
-        all_queries, all_masks, layer_features = [], [], []
+        all_queries, layer_features = [], []
         for index, layer in enumerate(self.layers):
             level = index % NUM_DECODER_SCALES  # round-robin, lowest resolution first
             values, key_pos = memories[level]
             queries = layer(queries, values, key_pos)  # A^{l-1} -> A^l, [B, T, C_f]
             all_queries.append(queries)
-            all_masks.append(predict_masks(mask_features, self.mask_embed(queries)))  # eq. (6), [B, T, H4, W4]
             layer_features.append(multi_scale_features[level])
+        # eq. (6) for every layer in one product (the masks are outputs only: no layer attends with them)
+        embedded = torch.stack([self.mask_embed(q) for q in all_queries])  # [L, B, T, C_f]
+        all_masks = predict_masks_of_layers(mask_features, embedded)  # [L, B, T, H4, W4]
         return {
             "pred_masks": all_masks[-1],
             "aux_outputs": [{"pred_masks": m} for m in all_masks[:-1]],

@@ -6,7 +6,7 @@ One place per equation:
 * eq. (4) ``X̄^l = LN(MHSA(X^l)) + X^l``                 -> :class:`SelfAttentionLayer`
 * eq. (5) ``A^l = LN(FFN(X̄^l)) + X̄^l``                  -> the shared :class:`~aqformer_d2.modeling.layers.FFNLayer`
   with ``norm_position="branch"`` (composed in :class:`AQDecoderLayer`)
-* eq. (6) ``Ŷ_t = σ(M̂^4_t ⊗ (A_t)^T)`` (before σ)        -> :func:`predict_masks`
+* eq. (6) ``Ŷ_t = σ(M̂^4_t ⊗ (A_t)^T)`` (before σ)        -> :func:`predict_masks` (all layers at once: :func:`predict_masks_of_layers`)
 
 Shapes: B clips, T frames per clip, C = C_f, HW = H_l * W_l pixels of one frame at scale l. Frames are
 flattened clip-major (index ``b * T + t``), as everywhere in the project.
@@ -23,6 +23,7 @@ __all__ = [
     "SelfAttentionLayer",
     "AQDecoderLayer",
     "predict_masks",
+    "predict_masks_of_layers",
 ]
 
 # "all": each query of a clip attends to the keys of all T frames (the paper);
@@ -197,20 +198,33 @@ def predict_masks(mask_features: torch.Tensor, queries: torch.Tensor) -> torch.T
     Returns:
         mask logits, [B, T, H4, W4] (consumers apply the sigmoid).
     """
-    batch, num_frames, channels = queries.shape
+    return predict_masks_of_layers(mask_features, queries[None])[0]
+
+
+def predict_masks_of_layers(mask_features: torch.Tensor, queries: torch.Tensor) -> torch.Tensor:
+    """Eq. (6) for the queries of L decoder layers at once: one batched product with L columns.
+
+    Args:
+        mask_features: M̂^4, [B*T, C, H4, W4].
+        queries: [L, B, T, C], the (mask-embedded) query of every layer.
+
+    Returns:
+        mask logits, [L, B, T, H4, W4]; entry l is :func:`predict_masks` of ``queries[l]``.
+
+    Each frame has one query per layer, so a product per layer would be a matrix-vector product, and
+    its backward would write one dense [B*T, H4*W4, C] gradient per layer; with the L layers as the
+    columns of one product the backward writes one (bench/README.md, "A faster main job").
+    """
+    if queries.dim() != 4:
+        raise ValueError(f"predict_masks: queries must be [L, B, T, C], got {tuple(queries.shape)}")
+    layers, batch, num_frames, channels = queries.shape
     if mask_features.dim() != 4 or mask_features.shape[0] != batch * num_frames or mask_features.shape[1] != channels:
         raise ValueError(
             f"predict_masks: mask_features must be [B*T={batch * num_frames}, C={channels}, H4, W4], "
             f"got {tuple(mask_features.shape)}"
         )
     height, width = mask_features.shape[-2:]
-    # One query per frame, so a dot product over C per pixel: ``vecdot``, not einsum, which runs it as
-    # a batched matrix product with an output width of 1, slow on the CPU (bench/README.md, "A faster
-    # main job"). The token view is free for channels-last features.
-    tokens = mask_features.flatten(2).transpose(1, 2)  # [B*T, H4*W4, C]
-    per_frame = queries.reshape(batch * num_frames, 1, channels)  # [B*T, 1, C]
-    if torch.onnx.is_in_onnx_export():  # ONNX has no linalg_vecdot: the same sum, written out
-        logits = (tokens * per_frame).sum(dim=-1)  # [B*T, H4*W4]
-    else:
-        logits = torch.linalg.vecdot(tokens, per_frame)  # [B*T, H4*W4]
-    return logits.view(batch, num_frames, height, width)  # [B, T, H4, W4]
+    tokens = mask_features.flatten(2).transpose(1, 2)  # [B*T, H4*W4, C], a view for channels-last features
+    per_frame = queries.permute(1, 2, 3, 0).reshape(batch * num_frames, channels, layers)  # [B*T, C, L]
+    logits = torch.bmm(tokens, per_frame)  # [B*T, H4*W4, L]
+    return logits.permute(2, 0, 1).reshape(layers, batch, num_frames, height, width)  # [L, B, T, H4, W4]
