@@ -1,0 +1,25 @@
+"""bench/train_speed.py: a real (very short) run of the main job's trainer, and what it records."""
+import json
+import os
+import subprocess
+import sys
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def test_short_run_records_step_times_losses_and_frames_per_second(tmp_path):
+    out = tmp_path / "train_speed.json"
+    cmd = [sys.executable, os.path.join(REPO, "bench", "train_speed.py"), "--warmup", "1", "--steps", "2",
+           "--threads", "1", "--clips", "8", "--data", str(tmp_path / "data"), "--work-dir", str(tmp_path / "run"),
+           "--out", str(out), "SOLVER.IMS_PER_BATCH", "2", "SEED", "3"]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert result["steps"] == 2 and result["warmup"] == 1 and result["threads"] == 1
+    assert len(result["loss_per_step"]) == 3  # every step's loss, the warm-up included
+    assert all(v > 0 for v in result["loss_per_step"])
+    step = result["step_s"]
+    assert 0 < step["min"] <= step["median"] <= step["max"]
+    # frames per second = clips per step x T / median step time
+    assert abs(result["frames_per_s"] - 2 * result["num_frames"] / step["median"]) < 1e-9
+    assert "frames/s" in proc.stdout
