@@ -26,7 +26,10 @@ from torch.nn import functional as F
 
 from ..layers.linear import Linear, linear
 
-__all__ = ["MSDeformAttn", "ms_deform_attn_core", "sample_and_weight", "check_spatial_shapes"]
+__all__ = [
+    "MSDeformAttn", "ms_deform_attn_core", "sample_and_weight", "sample_rows_and_weight", "use_row_sampler",
+    "check_spatial_shapes",
+]
 
 
 def check_spatial_shapes(
