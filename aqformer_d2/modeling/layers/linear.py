@@ -12,7 +12,8 @@ When. :func:`linear` uses oneDNN only where it pays and where it is defined: CPU
 and weight, at least :data:`MIN_ROWS` rows (below that the call overhead wins; measured in
 bench/README.md), oneDNN built in and enabled (``torch.backends.mkldnn.enabled``; switch it off with
 ``torch.backends.mkldnn.flags(enabled=False)`` to get PyTorch's own path back), not while exporting to
-ONNX (the graph keeps a plain MatMul/Gemm). Everything else runs ``F.linear`` unchanged. Both paths
+ONNX (the graph keeps a plain MatMul/Gemm), tracing or compiling with ``torch.compile`` (Inductor lowers
+linear layers itself; it refuses this op with a non-constant weight). Everything else runs ``F.linear`` unchanged. Both paths
 compute the same product; they differ only in the order of the float32 additions (tests/modeling/layers/
 test_linear.py bounds the difference).
 """
@@ -51,6 +52,7 @@ def uses_onednn(x: torch.Tensor, weight: torch.Tensor) -> bool:
         and x.numel() // max(x.shape[-1], 1) >= MIN_ROWS
         and not torch.onnx.is_in_onnx_export()
         and not torch.jit.is_tracing()
+        and not torch.compiler.is_compiling()  # torch.compile lowers linear layers itself
     )
 
 

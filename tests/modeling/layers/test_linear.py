@@ -63,6 +63,14 @@ def test_dispatch_rules():
         assert not uses_onednn(x, w)
 
 
+def test_not_under_torch_compile(monkeypatch):
+    """Inductor refuses the oneDNN op with a weight that is not a graph constant, and lowers linear layers
+    itself; bench/compile_speed.py compiles the pixel decoder through this path."""
+    x, w, _ = _inputs()
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+    assert not uses_onednn(x, w)
+
+
 def test_large_input_runs_on_onednn_small_on_blas():
     x, w, b = _inputs()
     with torch.no_grad():
