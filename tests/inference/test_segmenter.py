@@ -1,7 +1,9 @@
 """aqformer_d2/inference/segmenter.py: the PyTorch and ONNX Runtime backends agree, and the ONNX backend
 refuses clips and configs of another T or size.
 
-Tolerance: max |delta prob| <= 1e-3 (the issue asks for 1e-4; see below why that cannot be guaranteed). Both backends compute in float32 but
+Tolerance: max |delta prob| <= 1e-4 (the issue's figure) for the random-weight model, whose logits are small
+enough for the bound below to guarantee it (PARITY_TOL_RANDOM), and <= 1e-3 for the trained model, for which it
+cannot be guaranteed (see below). Both backends compute in float32 but
 with different kernels and fusions (ONNX Runtime folds batch norm into the convolutions, fuses LayerNorm,
 uses its own GEMM/GridSample), i.e. a relative round-off of a few float32 ulps per layer. For the tiny
 model (~30 layers deep, logits of magnitude < 50) that is < 50 * 30 * 1e-6 ~ 1.5e-3 in a logit in the
@@ -29,6 +31,10 @@ from ..modeling.meta_arch.helpers import TINY_CONFIG, make_cfg
 from .trained import synthavs_test_clips
 
 PARITY_TOL = 1e-3
+# The issue's 1e-4, asserted where the bound above guarantees it: the random-weight model's logits stay
+# below 3 in magnitude (measured 2.4), so the worst case is 3 * 30 * 1e-6 = 9e-5 in a logit, 2.3e-5 in
+# probability.
+PARITY_TOL_RANDOM = 1e-4
 SIZE = 64
 
 
@@ -56,7 +62,9 @@ def test_parity_random_weights(random_pair):
         frames, audio = _random_clip(seed)
         ours, ref = ort_seg(frames, audio), torch_seg(frames, audio)
         assert ours.dtype == np.float32 and ours.shape == (5, SIZE, SIZE)
-        assert np.abs(ours - ref).max() <= PARITY_TOL
+        logits = np.log(ref / (1 - ref))
+        assert np.abs(logits).max() < 3.0  # the premise of PARITY_TOL_RANDOM
+        assert np.abs(ours - ref).max() <= PARITY_TOL_RANDOM
         outputs.append(ours)
     # different clips give different probabilities: the frames and the audio both reach the output
     frames, audio = _random_clip(101)
