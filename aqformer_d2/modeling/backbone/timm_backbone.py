@@ -34,6 +34,8 @@ from aqformer_d2.checkpoint import (
     timm_feature_name_map,
 )
 
+from ..layers.linear import use_fast_linear
+
 __all__ = ["AQTimmBackbone", "freeze_timm_feature_levels"]
 
 logger = logging.getLogger(__name__)
@@ -162,6 +164,9 @@ class AQTimmBackbone(Backbone):
             in_chans=in_channels,
             **dict(timm_kwargs or {}),
         )
+        # timm's linear layers (PVT-v2: all attention and MLP projections) on the oneDNN path of
+        # aqformer_d2.modeling.layers.linear on the CPU; same parameters (bench/README.md, "CPU speed").
+        self.fast_linear_layers = use_fast_linear(self.body)
         self._name_map = timm_feature_name_map(self.body, meta_classification)
         fmt = getattr(self.body, "output_fmt", "NCHW")
         self._channels_last_output = getattr(fmt, "value", fmt) == "NHWC"

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-__all__ = ["Linear", "linear", "onednn_linear_available", "uses_onednn", "MIN_ROWS"]
+__all__ = ["Linear", "linear", "onednn_linear_available", "uses_onednn", "use_fast_linear", "MIN_ROWS"]
 
 #: Fewest rows (product of the input's leading dimensions) for which the oneDNN path is taken.
 MIN_ROWS = 512
@@ -136,3 +136,23 @@ class Linear(nn.Linear):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: [..., in_features] -> [..., out_features]."""
         return linear(x, self.weight, self.bias)
+
+
+def use_fast_linear(module: nn.Module) -> int:
+    """Replace every ``nn.Linear`` inside ``module`` (exactly that class, not subclasses) by a :class:`Linear`
+    that holds the SAME parameter objects, so weights, state-dict keys, optimizer references and frozen flags
+    are unchanged. Used for third-party backbones (timm). Returns the number of layers replaced."""
+    replaced = 0
+    for parent in list(module.modules()):
+        for name, child in list(parent.named_children()):
+            if type(child) is not nn.Linear:
+                continue
+            fast = Linear(child.in_features, child.out_features, bias=child.bias is not None,
+                          device="meta")  # no allocation; the parameters are taken over below
+            fast.weight = child.weight
+            fast.bias = child.bias
+            fast.train(child.training)
+            setattr(parent, name, fast)
+            replaced += 1
+    return replaced
+

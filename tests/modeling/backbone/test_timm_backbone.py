@@ -61,6 +61,11 @@ def test_pvt_v2_b5_paper_backbone():
     assert isinstance(backbone, AQTimmBackbone)
     assert 80e6 < sum(p.numel() for p in backbone.parameters()) < 83e6
     _check_shapes(backbone, [64, 128, 320, 512])
+    # every plain linear layer of timm's model runs through aqformer_d2's Linear (oneDNN on the CPU)
+    from aqformer_d2.modeling.layers import Linear
+
+    assert backbone.fast_linear_layers == sum(isinstance(m, Linear) for m in backbone.modules()) > 100
+    assert not any(type(m) is torch.nn.Linear for m in backbone.modules())
 
 
 @pytest.mark.parametrize(

@@ -14,7 +14,14 @@ from torch import nn
 from torch.nn import functional as F
 
 from aqformer_d2.modeling.layers import linear as linear_mod
-from aqformer_d2.modeling.layers.linear import MIN_ROWS, Linear, linear, onednn_linear_available, uses_onednn
+from aqformer_d2.modeling.layers.linear import (
+    MIN_ROWS,
+    Linear,
+    linear,
+    onednn_linear_available,
+    use_fast_linear,
+    uses_onednn,
+)
 
 U = 2.0 ** -24
 
@@ -180,3 +187,22 @@ def test_tiny_model_output_same_with_and_without_onednn(monkeypatch):
         reference = model([clip])[0]["sound_probs"]
     gap = (fast - reference).abs().max().item()
     assert gap <= 1e-5, f"oneDNN vs F.linear: max |delta prob| = {gap:.3g}"
+
+
+def test_use_fast_linear_takes_over_the_same_parameters():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Sequential(nn.Linear(32, 16, bias=False)),
+                        nn.MultiheadAttention(16, 2))  # out_proj is a subclass of nn.Linear: left alone
+    params = dict(net.named_parameters())
+    keys = list(net.state_dict())
+    x = torch.randn(600, 64)
+    with torch.no_grad():
+        before = net[2](net[1](net[0](x)))
+    assert use_fast_linear(net) == 2
+    assert type(net[0]) is Linear and type(net[2][0]) is Linear and type(net[3].out_proj) is not Linear
+    assert all(p is params[n] for n, p in net.named_parameters())  # the same Parameter objects
+    assert list(net.state_dict()) == keys and net[2][0].bias is None
+    with torch.no_grad():
+        after = net[2](net[1](net[0](x)))  # 600 rows: the oneDNN path
+    assert (after - before).abs().max().item() < 1e-4 * before.abs().max().item()
+    assert use_fast_linear(net) == 0  # idempotent
