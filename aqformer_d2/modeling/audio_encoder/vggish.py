@@ -41,6 +41,7 @@ from aqformer_d2.checkpoint.torchvggish_convert import (  # noqa: F401  (re-expo
     vggish_state_dict_shapes,
 )
 
+from ..layers.linear import Linear
 from .build import AUDIO_ENCODER_REGISTRY
 
 __all__ = [
@@ -177,7 +178,7 @@ class VGGish(nn.Module):
         fcs: List[nn.Module] = []
         in_features = in_ch * _POOLED_HW[0] * _POOLED_HW[1]
         for dim in list(self.fc_dims) + [self._out_dim]:
-            fcs += [nn.Linear(in_features, dim), nn.ReLU(inplace=True)]
+            fcs += [Linear(in_features, dim), nn.ReLU(inplace=True)]  # oneDNN for the large ones on the CPU
             in_features = dim
         self.embeddings = nn.Sequential(*fcs)
 

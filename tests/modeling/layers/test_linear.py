@@ -16,6 +16,7 @@ from torch.nn import functional as F
 from aqformer_d2.modeling.layers import linear as linear_mod
 from aqformer_d2.modeling.layers.linear import (
     MIN_ROWS,
+    MIN_WEIGHT_ELEMENTS,
     Linear,
     linear,
     onednn_linear_available,
@@ -66,6 +67,9 @@ def test_dispatch_rules():
     assert not uses_onednn(x.double(), w.double())  # oneDNN's f32 kernels only
     assert not uses_onednn(x[:, : MIN_ROWS // 5 - 1], w)  # 5 * 101 = 505 rows < MIN_ROWS
     assert uses_onednn(x[:, : MIN_ROWS // 5 + 1], w)
+    # few rows but a large weight (VGGish's FC layers): the weight read dominates, oneDNN pays
+    assert uses_onednn(torch.randn(5, 1024), torch.randn(MIN_WEIGHT_ELEMENTS // 1024, 1024))
+    assert not uses_onednn(torch.randn(5, 1024), torch.randn(MIN_WEIGHT_ELEMENTS // 1024 - 1, 1024))
     with torch.backends.mkldnn.flags(enabled=False):
         assert not uses_onednn(x, w)
 
