@@ -21,12 +21,14 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-CONFIGS = {"R50": "configs/avsbench/s4/aqformer_R50.yaml", "PVTv2b5": "configs/avsbench/s4/aqformer_PVTv2b5.yaml"}
+sys.path.insert(0, str(ROOT / "bench"))
+
+from model_speed import CONFIGS, _clip  # noqa: E402  (the same configs and clip as bench/model_speed.py)
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", default="R50", help="R50, PVTv2b5 or a config file")
+    p.add_argument("--config", default="R50", help="R50, PVTv2b5, tiny or a config file")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--out", default=str(ROOT / "bench" / "results" / "compile_speed.json"))
@@ -50,9 +52,7 @@ def main(argv=None) -> int:
     cfg.MODEL.DEVICE = "cpu"
     torch.manual_seed(0)
     model = build_model(cfg).eval()
-    g = torch.Generator().manual_seed(0)
-    clip = {"images": torch.randint(0, 256, (5, 3, 224, 224), generator=g, dtype=torch.uint8),
-            "audio": torch.randn(5, 1, 96, 64, generator=g), "height": 224, "width": 224}
+    clip = _clip(torch, argparse.Namespace(frames=5, size=224))
     captured = {}
     hook = model.pixel_decoder.register_forward_pre_hook(
         lambda m, a, kw: captured.__setitem__("inputs", (a, kw)), with_kwargs=True)

@@ -124,9 +124,7 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] =
         out = F.linear(x, weight, bias)
         return F.relu(out) if activation == "relu" else out
     lead = x.shape[:-1]
-    x2d = x.reshape(-1, x.shape[-1])  # [R, K] (a copy only if x's rows are not contiguous)
-    if not x2d.is_contiguous():
-        x2d = x2d.contiguous()
+    x2d = x.reshape(-1, x.shape[-1]).contiguous()  # [R, K] (a copy only if x's rows are not contiguous)
     weight = weight.contiguous()
     if torch.is_grad_enabled() and (x2d.requires_grad or weight.requires_grad
                                     or (bias is not None and bias.requires_grad)):

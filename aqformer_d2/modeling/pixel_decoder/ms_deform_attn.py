@@ -188,11 +188,11 @@ def sample_rows_and_weight(
     index_dtype = torch.int32 if rows_total < 2 ** 31 else torch.int64
     dev, dtype = value.device, value.dtype
 
-    def per_column(values) -> torch.Tensor:  # one number per level -> [L * P], repeated over the points
-        return torch.tensor(values, device=dev).repeat_interleave(num_points)
+    def per_column(values) -> torch.Tensor:  # one integer per level -> [L * P], repeated over the points
+        return torch.tensor(values, device=dev, dtype=index_dtype).repeat_interleave(num_points)
 
     width, height = per_column([w for _, w in shapes]), per_column([h for h, _ in shapes])  # [L*P] each
-    start = per_column(list(starts)).to(index_dtype)  # [L*P]
+    start = per_column(list(starts))  # [L*P]
 
     def corners(pixel: torch.Tensor, size: torch.Tensor):
         """Lower corner index and the two bilinear weights along one axis, 0 outside the map."""
@@ -214,8 +214,8 @@ def sample_rows_and_weight(
     # row of value viewed as [N*S*M, D]: ((n * S + s) * M + m), s = start_l + y * W_l + x
     bag = torch.arange(bags, device=dev, dtype=index_dtype).view(n, lq, m)  # [N, Lq, M]
     bag_base = (torch.div(bag, lq * m, rounding_mode="floor") * (s * m) + bag % m).view(bags, 1)  # [B, 1]
-    row00 = (start + y0 * width.to(index_dtype) + x0) * m + bag_base  # [B, L*P], corner (y0, x0)
-    step_x, step_y = m, width.to(index_dtype) * m  # +1 in x, +1 in y
+    row00 = (start + y0 * width + x0) * m + bag_base  # [B, L*P], corner (y0, x0)
+    step_x, step_y = m, width * m  # +1 in x, +1 in y
     rows = torch.cat([row00, row00 + step_x, row00 + step_y, row00 + (step_y + step_x)], dim=1)  # [B, 4*L*P]
     rows.clamp_(0, rows_total - 1)  # corners outside the map have weight 0; any valid row will do
     out = F.embedding_bag(rows, value.reshape(rows_total, d), per_sample_weights=corner_weights, mode="sum")

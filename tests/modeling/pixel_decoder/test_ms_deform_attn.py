@@ -52,16 +52,23 @@ def _reference_core(value, shapes, locations, weights):
     return out.reshape(n, lq, m * d)
 
 
-def test_core_matches_explicit_bilinear_reference_float64():
-    g = torch.Generator().manual_seed(0)
-    n, lq, m, d, p = 2, 4, 2, 3, 3
+def _sampling_inputs(seed, n, lq, m, d, p, low, span):
+    """(spatial, starts, value [N, S, M, D], locations [N, Lq, M, L, P, 2] uniform in [low, low + span),
+    weights [N, Lq, M, L, P]) in float64 over SHAPES."""
+    g = torch.Generator().manual_seed(seed)
     spatial, starts = _shapes_tensors(SHAPES)
     s = int(spatial.prod(1).sum())
     value = torch.randn(n, s, m, d, dtype=torch.float64, generator=g)
-    # Locations in [-0.3, 1.3]: many corners fall outside the map and must read as zero.
-    locations = torch.rand(n, lq, m, len(SHAPES), p, 2, dtype=torch.float64, generator=g) * 1.6 - 0.3
-    locations[0, 0, 0, 0, 0] = torch.tensor([1.5, -0.7], dtype=torch.float64)  # completely outside
+    locations = torch.rand(n, lq, m, len(SHAPES), p, 2, dtype=torch.float64, generator=g) * span + low
     weights = torch.rand(n, lq, m, len(SHAPES), p, dtype=torch.float64, generator=g)
+    return spatial, starts, value, locations, weights
+
+
+def test_core_matches_explicit_bilinear_reference_float64():
+    n, lq, m, d, p = 2, 4, 2, 3, 3
+    # Locations in [-0.3, 1.3]: many corners fall outside the map and must read as zero.
+    spatial, starts, value, locations, weights = _sampling_inputs(0, n, lq, m, d, p, low=-0.3, span=1.6)
+    locations[0, 0, 0, 0, 0] = torch.tensor([1.5, -0.7], dtype=torch.float64)  # completely outside
     outside = ((locations < 0) | (locations > 1)).any(-1).sum()
     assert outside > 10
 
@@ -291,13 +298,10 @@ def test_autograd_path_sums_the_same_terms_as_the_in_place_path_float64():
     gives the explicit bilinear reference's gradients."""
     from aqformer_d2.modeling.pixel_decoder.ms_deform_attn import sample_and_weight
 
-    g = torch.Generator().manual_seed(5)
     n, lq, m, d, p = 2, 6, 2, 3, 4
-    spatial, starts = _shapes_tensors(SHAPES)
-    s = int(spatial.prod(1).sum())
-    value = torch.randn(n, s, m, d, dtype=torch.float64, generator=g)
-    locations = torch.rand(n, lq, m, len(SHAPES), p, 2, dtype=torch.float64, generator=g) * 1.4 - 0.2
-    weights = torch.rand(n, lq, m, len(SHAPES), p, dtype=torch.float64, generator=g)
+    spatial, starts, value, locations, weights = _sampling_inputs(5, n, lq, m, d, p, low=-0.2, span=1.4)
+    s = value.shape[1]
+    g = torch.Generator().manual_seed(55)  # the cotangent below
     value_t = value.permute(0, 2, 3, 1).reshape(n * m, d, s)  # [N*M, D, S]
     grids = (2 * locations - 1).permute(0, 2, 3, 4, 1, 5).flatten(0, 1)  # [N*M, L, P, Lq, 2]
     w = weights.permute(0, 2, 3, 4, 1).flatten(0, 1)  # [N*M, L, P, Lq]
@@ -323,16 +327,11 @@ def test_row_sampler_matches_explicit_bilinear_reference_float64():
     conversion must not wrap), and on exact pixel centres (fractions 0)."""
     from aqformer_d2.modeling.pixel_decoder.ms_deform_attn import sample_rows_and_weight
 
-    g = torch.Generator().manual_seed(6)
     n, lq, m, d, p = 2, 9, 3, 4, 2
-    spatial, starts = _shapes_tensors(SHAPES)
-    s = int(spatial.prod(1).sum())
-    value = torch.randn(n, s, m, d, dtype=torch.float64, generator=g)
-    locations = torch.rand(n, lq, m, len(SHAPES), p, 2, dtype=torch.float64, generator=g) * 1.6 - 0.3
+    spatial, starts, value, locations, weights = _sampling_inputs(6, n, lq, m, d, p, low=-0.3, span=1.6)
     locations[0, 0] = 1e6  # far outside, every level and point
     locations[0, 1] = -1e6
     locations[1, 2, :, 0, :, 0] = (torch.tensor(2.0) + 0.5) / SHAPES[0][1]  # an exact pixel centre in x
-    weights = torch.rand(n, lq, m, len(SHAPES), p, dtype=torch.float64, generator=g)
     size = torch.tensor([[w, h] for h, w in SHAPES], dtype=torch.float64)  # [L, 2]
     pixels = (locations * size[:, None, :] - 0.5).flatten(3, 4)  # [N, Lq, M, L*P, 2]
     got = sample_rows_and_weight(value, SHAPES, starts.tolist(), pixels[..., 0], pixels[..., 1],
