@@ -75,19 +75,34 @@ class ABTI(nn.Module):
         """Eq. (9)-(10): S_pq = Softmax_HW(s * f_a(A_p) f_m(F_q)^T); O_pq = S_pq f_n(F_q), with
         s = 1/sqrt(C_b) ("sqrt_dim") or 1 ("none", as printed).
 
+        Computed re-associated, so that no C x C_b product runs per pixel (the same arithmetic up to
+        round-off; tests/modeling/pixel_decoder/test_abti.py checks it against the equations as printed):
+
+        - eq. (9): f_m has no bias, so f_a(A_p) f_m(F_q)^T = (f_a(A_p) W_m) F_q^T: the audio side is
+          mapped into the C feature channels once per frame ([T, C_b] x [C_b, C]) and the logits are one
+          product of every pixel with the T audio rows;
+        - eq. (10): each row of S_pq sums to 1 over the pixels, so S_pq f_n(F_q) = (S_pq F_q) W_n^T + b_n:
+          the pixels are pooled first ([T, HW] x [HW, C] per frame q) and f_n maps T x T pooled rows.
+
         Args:
             audio: A, [B, T, C_a].
             frames: F as tokens, [B, T, HW, C].
 
         Returns:
             (S [B, T(p), T(q), HW], each row summing to 1 over HW; O [B, T(p), T(q), C_b]).
+            S is a permuted view of storage laid out [B, T(q), HW, T(p)], the layout the pooling of
+            eq. (10) and the remapping of eq. (11) read directly.
         """
-        a = self.f_a(audio)  # [B, T, C_b]
-        m = self.f_m(frames)  # [B, T, HW, C_b]
-        logits = torch.einsum("bpc,bqnc->bpqn", a, m) * self.logit_multiplier  # [B, T, T, HW]
-        s = logits.softmax(dim=-1)  # [B, T, T, HW], softmax over the pixels of frame q
-        o = torch.einsum("bpqn,bqnc->bpqc", s, self.f_n(frames))  # [B, T, T, C_b]
-        return s, o
+        b, t, hw, c = frames.shape
+        tokens = frames.reshape(b * t, hw, c)  # [B*T(q), HW, C] (a view for NHWC features)
+        # (s * f_a(A_p)) W_m: [B, T(p), C_b] x [C_b, C] -> [B, T(p), C]
+        audio_keys = (self.f_a(audio) * self.logit_multiplier) @ self.f_m.weight
+        audio_keys = audio_keys.transpose(1, 2)[:, None].expand(b, t, c, t).reshape(b * t, c, t)  # [B*T(q), C, T(p)]
+        logits = torch.bmm(tokens, audio_keys)  # [B*T(q), HW, T(p)]
+        s = logits.view(b, t, hw, t).softmax(dim=2)  # [B, T(q), HW, T(p)], softmax over the pixels of frame q
+        pooled = torch.bmm(s.view(b * t, hw, t).transpose(1, 2), tokens)  # [B*T(q), T(p), C] = S_pq F_q
+        o = self.f_n(pooled).view(b, t, t, -1).transpose(1, 2)  # [B, T(p), T(q), C_b]
+        return s.permute(0, 3, 1, 2), o.contiguous()  # [B, T(p), T(q), HW] (a view), [B, T(p), T(q), C_b]
 
     def interact(self, compact: torch.Tensor) -> torch.Tensor:
         """Temporal interaction: Ô = LN(O + MHSA(O)) over the sequence of all T x T compact features.
@@ -110,8 +125,13 @@ class ABTI(nn.Module):
         Returns:
             F̂ as tokens, [B, T, HW, C].
         """
-        # sum_p S_pq^T f_o(Ô_pq): the outer products [HW, 1] x [1, C] summed over p in one einsum.
-        return frames + torch.einsum("bpqn,bpqc->bqnc", weights, self.f_o(updated))  # [B, T, HW, C]
+        b, t, hw, c = frames.shape
+        # sum_p S_pq^T f_o(Ô_pq): the outer products [HW, 1] x [1, C] summed over p are one product
+        # [HW, T(p)] x [T(p), C] per frame q, added to F_q in the same call.
+        weights_qnp = weights.permute(0, 2, 3, 1).reshape(b * t, hw, t)  # [B*T(q), HW, T(p)] (a view for gather's S)
+        contrib = self.f_o(updated).transpose(1, 2).reshape(b * t, t, c)  # [B*T(q), T(p), C]
+        out = torch.baddbmm(frames.reshape(b * t, hw, c), weights_qnp, contrib)  # [B*T(q), HW, C]
+        return out.view(b, t, hw, c)  # [B, T, HW, C]
 
     def forward(self, features: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
         """features F [B*T, C, H, W] (clip-major), audio A [B, T, C_a] -> F̂ [B*T, C, H, W]."""

@@ -107,6 +107,37 @@ def ms_deform_attn_core(
     return output.view(n, m * d, lq).transpose(1, 2).contiguous()  # [N, Lq, M*D]
 
 
+class _PointWeightedSum(torch.autograd.Function):
+    """out[b, :, q] = sum_p sampled[b, :, p, q] * weight[b, p, q] with a backward that writes only the
+    gradients: sampled [B, D, P, Lq], weight [B, P, Lq] -> [B, D, Lq].
+
+    Autograd of ``(sampled * weight[:, None]).sum(2)`` writes and reads two [B, D, P, Lq] products (the
+    forward's and the one for the weight gradient); here the forward accumulates point by point into
+    the [B, D, Lq] output, and the weight gradient sum_d grad[b, d, q] * sampled[b, d, p, q] is reduced
+    point by point from [B, D, Lq] products (bench/README.md, "A faster main job")."""
+
+    @staticmethod
+    def forward(ctx, sampled: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(sampled, weight)
+        output = sampled[:, :, 0] * weight[:, None, 0]  # [B, D, Lq]
+        for point in range(1, sampled.shape[2]):
+            output.addcmul_(sampled[:, :, point], weight[:, None, point])
+        return output
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_output: torch.Tensor):  # grad_output [B, D, Lq]
+        sampled, weight = ctx.saved_tensors
+        grad_sampled = grad_weight = None
+        if ctx.needs_input_grad[0]:
+            grad_sampled = grad_output[:, :, None] * weight[:, None]  # [B, D, P, Lq]
+        if ctx.needs_input_grad[1]:
+            grad_weight = torch.stack(
+                [(grad_output * sampled[:, :, point]).sum(1) for point in range(sampled.shape[2])], dim=1
+            )  # [B, P, Lq]
+        return grad_sampled, grad_weight
+
+
 def sample_and_weight(
     value_t: torch.Tensor,
     shapes: Sequence[Sequence[int]],
@@ -128,8 +159,10 @@ def sample_and_weight(
     Layout: ``grid_sample`` returns [B, D, P, Lq], so the weighted sum over the points reads whole
     contiguous Lq rows. Without autograd it is accumulated in place, point after point, into one
     [B, D, Lq] buffer (``addcmul_``), so no [B, D, P, Lq] product is ever allocated. With autograd the
-    points of a level are summed in one ``(sampled * weight).sum``: the backward of a per-point slice
-    would write a whole zero [B, D, P, Lq] gradient for every point (bench/README.md, "A faster main job").
+    points of a level go through :class:`_PointWeightedSum`, the same accumulation with a backward of its
+    own: autograd of the in-place loop would write a whole zero [B, D, P, Lq] gradient for every point's
+    slice, and autograd of ``(sampled * weight).sum`` reads and writes two [B, D, P, Lq] products
+    (bench/README.md, "A faster main job").
     """
     b, d, _ = value_t.shape
     num_points = grids.shape[2]
@@ -141,7 +174,7 @@ def sample_and_weight(
             value_l, grids[:, level], mode="bilinear", padding_mode="zeros", align_corners=False
         )  # [B, D, P, Lq]
         if track:
-            term = (sampled * weights[:, level].unsqueeze(1)).sum(dim=2)  # [B, D, P, Lq] -> [B, D, Lq]
+            term = _PointWeightedSum.apply(sampled, weights[:, level])  # [B, D, P, Lq] -> [B, D, Lq]
             output = term if output is None else output + term
             continue
         for point in range(num_points):

@@ -115,3 +115,52 @@ def test_eq9_without_temperature_is_sharper():
 def test_rejects_unknown_logit_scale():
     with pytest.raises(ValueError, match="logit_scale"):
         ABTI(feature_dim=C, audio_dim=CA, hidden_dim=CB, num_heads=2, logit_scale="sqrt")
+
+
+def _literal_forward(abti, feats, audio):
+    """Eq. (9)-(12) as printed, nothing re-associated: f_m and f_n on every pixel, S_pq f_n(F_q), and
+    sum_p S_pq^T f_o(Ô_pq) (the module computes (f_a(A_p) W_m) F_q^T and (S_pq F_q) W_n^T + b_n)."""
+    b, t, _ = audio.shape
+    bt, c, h, w = feats.shape
+    frames = feats.flatten(2).transpose(1, 2).reshape(b, t, h * w, c)  # [B, T, HW, C]
+    logits = torch.einsum("bpc,bqnc->bpqn", abti.f_a(audio), abti.f_m(frames)) * abti.logit_multiplier
+    s = logits.softmax(dim=-1)  # [B, T(p), T(q), HW]
+    o = torch.einsum("bpqn,bqnc->bpqc", s, abti.f_n(frames))  # [B, T(p), T(q), C_b]
+    o_hat = abti.interact(o)
+    out = frames + torch.einsum("bpqn,bpqc->bqnc", s, abti.f_o(o_hat))  # [B, T, HW, C]
+    return out.reshape(bt, h * w, c).transpose(1, 2).reshape(bt, c, h, w)
+
+
+@pytest.mark.parametrize("layout", ["nchw", "nhwc", "strided"])
+def test_forward_and_gradients_match_the_equations_as_printed(layout):
+    """The re-associated eq. (9)-(10) against the literal form, float64: outputs and the gradients of every
+    parameter (f_m and f_n now act on pooled / audio rows) and of the features agree to round-off. Sums of
+    at most H*W*C = 160 terms: Higham's bound 2n u sum|terms| < 1e-12 here. Layouts: NCHW, channels_last,
+    and a channels_last batch slice of a larger buffer (what the pixel decoder passes at stride 8)."""
+    abti = _module()
+    with torch.no_grad():  # non-zero biases (the init zeroes them): b_n must pass through the pooling
+        for param in abti.parameters():
+            param.copy_(torch.randn(param.shape, dtype=DTYPE, generator=torch.Generator().manual_seed(param.numel())))
+    feats, audio = _inputs(seed=4)
+    if layout == "nhwc":
+        feats = feats.contiguous(memory_format=torch.channels_last)
+    elif layout == "strided":
+        big = torch.randn(B * T, C, H + 2, W, dtype=DTYPE).contiguous(memory_format=torch.channels_last)
+        big[:, :, :H] = feats
+        feats = big[:, :, :H]  # batch stride (H + 2) * W * C
+    cot = torch.randn(feats.shape, dtype=DTYPE, generator=torch.Generator().manual_seed(9))
+    results = []
+    for fn in (abti, lambda f, a: _literal_forward(abti, f, a)):
+        x = feats.detach().requires_grad_(True)
+        a = audio.clone().requires_grad_(True)
+        abti.zero_grad()
+        out = fn(x, a)
+        out.backward(cot)
+        grads = [x.grad, a.grad] + [p.grad for p in abti.parameters()]
+        results.append((out.detach(), grads))
+    (out, grads), (want, want_grads) = results
+    assert (out - want).abs().max().item() < 1e-12
+    assert (out - feats).abs().max().item() > 0.1  # teeth: ABTI changes the features
+    for name, g, wg in zip(["features", "audio"] + [n for n, _ in abti.named_parameters()], grads, want_grads):
+        assert (g - wg).abs().max().item() < 1e-12 * max(1.0, wg.abs().max().item()), name
+        assert wg.abs().max().item() > 1e-6, name  # every parameter receives a gradient

@@ -292,8 +292,8 @@ def test_model_output_same_before_and_after_fast_path_float32(monkeypatch):
 
 
 def test_autograd_path_sums_the_same_terms_as_the_in_place_path_float64():
-    """sample_and_weight sums the points of a level in one product when autograd records (training) and
-    in place point after point otherwise (inference): the same terms, added in another order, so the two
+    """sample_and_weight sums the points of a level with _PointWeightedSum when autograd records (training)
+    and in place point after point otherwise (inference): the same terms, added in another order, so the two
     agree to float64 round-off (12 terms of size <= max|value|: < 1e-13 here), and the autograd path
     gives the explicit bilinear reference's gradients."""
     from aqformer_d2.modeling.pixel_decoder.ms_deform_attn import sample_and_weight
@@ -319,6 +319,30 @@ def test_autograd_path_sums_the_same_terms_as_the_in_place_path_float64():
     ref_cot = cot.view(n, m * d, lq).transpose(1, 2)  # the same cotangent in [N, Lq, M*D]
     (ref_grad,) = torch.autograd.grad(ref, ref_leaf, ref_cot)
     assert (grad - ref_grad.permute(0, 2, 3, 1).reshape(n * m, d, s)).abs().max().item() < 1e-12
+
+
+def test_point_weighted_sum_forward_and_gradients_float64():
+    """_PointWeightedSum (the training path's weighted sum over the points of a level) against autograd of
+    the plain expression: the same products, summed in another order (4 terms: < 1e-14 here), and
+    torch.autograd.gradcheck of its own backward (finite differences, float64)."""
+    from aqformer_d2.modeling.pixel_decoder.ms_deform_attn import _PointWeightedSum
+
+    g = torch.Generator().manual_seed(12)
+    sampled = torch.randn(3, 5, 4, 7, dtype=torch.float64, generator=g, requires_grad=True)  # [B, D, P, Lq]
+    weight = torch.rand(3, 4, 7, dtype=torch.float64, generator=g, requires_grad=True)  # [B, P, Lq]
+    cot = torch.randn(3, 5, 7, dtype=torch.float64, generator=g)
+    got = _PointWeightedSum.apply(sampled, weight)
+    want = (sampled * weight[:, None]).sum(2)
+    assert (got - want).abs().max().item() < 1e-14
+    got_grads = torch.autograd.grad(got, (sampled, weight), cot)
+    want_grads = torch.autograd.grad(want, (sampled, weight), cot)
+    for a, b in zip(got_grads, want_grads):
+        assert (a - b).abs().max().item() < 1e-13
+        assert b.abs().max().item() > 0.1  # teeth: non-trivial gradients
+    assert torch.autograd.gradcheck(_PointWeightedSum.apply, (sampled, weight))
+    # only one input needing a gradient: the other gradient is not computed
+    (grad_w,) = torch.autograd.grad(_PointWeightedSum.apply(sampled.detach(), weight), weight, cot)
+    assert (grad_w - want_grads[1]).abs().max().item() < 1e-13
 
 
 def test_row_sampler_matches_explicit_bilinear_reference_float64():
