@@ -3,6 +3,7 @@
 
     .venv/bin/python bench/train_speed.py                       # tiny S4 config, 10 warm-up + 40 timed steps
     .venv/bin/python bench/train_speed.py --steps 60 --profile  # also a torch.profiler table of 3 steps
+    .venv/bin/python bench/train_speed.py --steps 20 --parts    # also forward / forward+backward per model part
 
 What it runs: the trainer of ``make demo`` (``AQFormerTrainer`` with ``configs/synthavs/aqformer_tiny_s4.yaml``,
 the same data loader, mapper, workers, optimizer, clipping and hooks), on a small SynthAVS-S4 generated
@@ -40,9 +41,71 @@ def parse_args(argv=None):
     p.add_argument("--data", default="output/train_speed/data", help="SynthAVS root (generated if absent)")
     p.add_argument("--work-dir", default="output/train_speed/run", help="trainer OUTPUT_DIR")
     p.add_argument("--profile", action="store_true", help="profile 3 extra steps (torch.profiler, top ops)")
+    p.add_argument("--parts", action="store_true",
+                   help="forward and forward+backward time of each part of the model on one batch's real inputs")
     p.add_argument("--out", default="bench/results/train_speed.json")
     p.add_argument("opts", nargs=argparse.REMAINDER, help="extra config overrides KEY VALUE ...")
     return p.parse_args(argv)
+
+
+PARTS = ("backbone", "audio_encoder", "pixel_decoder", "pixel_decoder.encoder", "pixel_decoder.abti.4",
+         "pixel_decoder.output_conv", "predictor", "criterion")
+
+
+def _leaves(obj, fn):
+    import torch  # imported by main() after OMP_NUM_THREADS is set
+
+    if isinstance(obj, torch.Tensor):
+        return fn(obj)
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_leaves(v, fn) for v in obj)
+    if isinstance(obj, dict):
+        return {k: _leaves(v, fn) for k, v in obj.items()}
+    return obj
+
+
+def part_times(trainer, repeats: int = 9) -> dict:
+    """Median forward and forward + backward seconds of each of PARTS (those the model has) called alone on
+    the inputs it received in one training forward (captured with forward pre-hooks, detached, floating
+    inputs made leaves that require gradients); the backward is of the sum of every output that requires a
+    gradient."""
+    import torch
+
+    model = trainer._trainer.model
+    names = [n for n in PARTS if n in dict(model.named_modules())]
+    captured, handles = {}, []
+    for name in names:
+        handles.append(model.get_submodule(name).register_forward_pre_hook(
+            lambda m, a, kw, name=name: captured.__setitem__(name, (a, kw)), with_kwargs=True))
+    batch = next(trainer._trainer._data_loader_iter)
+    model(batch)
+    for h in handles:
+        h.remove()
+    leaf = lambda t: t.detach().requires_grad_(t.is_floating_point())  # noqa: E731
+    out = {}
+    for name in names:
+        module = model.get_submodule(name)
+        args, kwargs = _leaves(captured[name], leaf)
+
+        def run(backward: bool):
+            result = module(*args, **kwargs)
+            grads = []
+            _leaves(result, lambda t: grads.append(t.sum()) if t.requires_grad else None)
+            if backward and grads:
+                torch.autograd.backward(grads)
+
+        times = {}
+        for label, backward in (("forward_s", False), ("forward_backward_s", True)):
+            run(backward)
+            samples = []
+            for _ in range(repeats):
+                start = time.perf_counter()
+                run(backward)
+                samples.append(time.perf_counter() - start)
+            times[label] = statistics.median(samples)
+        out[name] = times
+    model.zero_grad(set_to_none=True)
+    return out
 
 
 def profile_steps(trainer, steps: int, rows: int = 20):
@@ -111,6 +174,8 @@ def main(argv=None) -> int:
     }
     if args.profile:
         result["profile_top_ops"] = profile_steps(trainer, 3)
+    if args.parts:
+        result["part_times"] = part_times(trainer)
     out = ROOT / args.out
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1))
@@ -124,6 +189,8 @@ def main(argv=None) -> int:
     for row in result.get("profile_top_ops", []):
         print(f"  {row['op']:<45} {row['self_cpu_ms_per_step']:8.1f} ms/step {row['self_share']:6.1%} "
               f"{row['calls_per_step']:7.0f} calls/step")
+    for name, t in result.get("part_times", {}).items():
+        print(f"  {name:<28} forward {t['forward_s'] * 1e3:6.1f} ms  forward+backward {t['forward_backward_s'] * 1e3:6.1f} ms")
     print(f"wrote {out}")
     return 0
 

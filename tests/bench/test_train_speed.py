@@ -11,7 +11,7 @@ def test_short_run_records_step_times_losses_and_frames_per_second(tmp_path):
     out = tmp_path / "train_speed.json"
     cmd = [sys.executable, os.path.join(REPO, "bench", "train_speed.py"), "--warmup", "1", "--steps", "2",
            "--threads", "1", "--clips", "8", "--data", str(tmp_path / "data"), "--work-dir", str(tmp_path / "run"),
-           "--out", str(out), "SOLVER.IMS_PER_BATCH", "2", "SEED", "3"]
+           "--parts", "--out", str(out), "SOLVER.IMS_PER_BATCH", "2", "SEED", "3"]
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(out.read_text())
@@ -23,3 +23,8 @@ def test_short_run_records_step_times_losses_and_frames_per_second(tmp_path):
     # frames per second = clips per step x T / median step time
     assert abs(result["frames_per_s"] - 2 * result["num_frames"] / step["median"]) < 1e-9
     assert "frames/s" in proc.stdout
+    # --parts: every part of the tiny model timed alone, the backward adding time to the forward
+    parts = result["part_times"]
+    assert {"backbone", "audio_encoder", "pixel_decoder", "pixel_decoder.abti.4", "predictor", "criterion"} <= set(parts)
+    assert all(t["forward_s"] > 0 and t["forward_backward_s"] > 0 for t in parts.values())
+    assert parts["pixel_decoder"]["forward_backward_s"] > parts["pixel_decoder"]["forward_s"]
