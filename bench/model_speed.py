@@ -4,7 +4,9 @@
     .venv/bin/python bench/model_speed.py                # R50 and PVT-v2-b5, T=5, 224x224, 2 threads
 
 For every config (default: the S4 configs with ResNet-50 and PVT-v2-b5; random initialisation) it
-measures, each measurement in a FRESH subprocess so that memory high-water marks do not mix:
+measures, each measurement in a FRESH subprocess so that memory high-water marks do not mix (started with
+the glibc malloc settings of ``aqformer_d2/utils/malloc_env.py`` unless ``--malloc default``: with glibc's
+defaults the backbone-alone time moved by up to 30% between processes, bench/README.md):
 
 1. backbone alone: time per clip (T frames in one batch; min/median/max of ``--repeats`` runs after
    ``--warmup`` runs) and peak RSS (``resource.getrusage(RUSAGE_SELF).ru_maxrss`` after the runs minus
@@ -269,7 +271,10 @@ def run_worker(args, config: str, target: str) -> dict:
                "--threads", str(args.threads), "--warmup", str(args.warmup), "--repeats", str(args.repeats)]
         if args.profile:
             cmd.append("--profile")
-        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+        from aqformer_d2.utils.malloc_env import with_malloc_env, without_malloc_env
+
+        env = with_malloc_env(os.environ) if args.malloc == "tuned" else without_malloc_env(os.environ)
+        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env)
         if proc.returncode != 0:
             raise RuntimeError(f"worker {config}/{target} failed:\n{proc.stderr[-4000:]}")
         return json.loads(out.read_text())
@@ -278,7 +283,8 @@ def run_worker(args, config: str, target: str) -> dict:
 def report(results: dict, args) -> str:
     lines = [f"T={args.frames}, {args.size}x{args.size}, torch threads={args.threads}, eval + no_grad, "
              f"{args.repeats} timed runs after {args.warmup} warm-up; times in s (min / median / max); "
-             "peak RSS = ru_maxrss after the runs minus ru_maxrss after the imports.", ""]
+             "peak RSS = ru_maxrss after the runs minus ru_maxrss after the imports; "
+             f"glibc malloc settings: {getattr(args, 'malloc', 'tuned')}.", ""]
     lines += ["| config | backbone alone: s/clip | whole model: s/clip | model / backbone | "
               "backbone peak RSS (MiB) | model peak RSS (MiB) | model params (M) |",
               "|---|---|---|---:|---:|---:|---:|"]
@@ -361,6 +367,9 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--malloc", choices=["tuned", "default"], default="tuned",
+                        help="glibc malloc settings of the measured processes: tuned (aqformer_d2/utils/malloc_env.py, "
+                             "as the Makefile sets them) or glibc's defaults")
     parser.add_argument("--no-profile", dest="profile", action="store_false",
                         help="skip the torch.profiler tables")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "model_speed.json"))
@@ -388,7 +397,7 @@ def main(argv=None) -> int:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     payload = {
-        "settings": {k: getattr(args, k) for k in ("configs", "frames", "size", "threads", "warmup", "repeats")},
+        "settings": {k: getattr(args, k) for k in ("configs", "frames", "size", "threads", "warmup", "repeats", "malloc")},
         "load_average_before": load_before,
         "load_average_after": os.getloadavg(),
         "wall_s": time.time() - start,

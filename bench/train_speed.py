@@ -12,6 +12,10 @@ the cost of a step) under ``--data`` (default ``output/train_speed/data``, gener
 evaluation and checkpoints switched off. ``OMP_NUM_THREADS`` and ``torch.set_num_threads`` as the main
 job has them (``make demo`` exports OMP_NUM_THREADS=2; ``--threads`` overrides).
 
+glibc malloc: ``--malloc tuned`` (default) runs with the settings of ``aqformer_d2/utils/malloc_env.py``,
+which the Makefile exports for ``make demo``; ``--malloc default`` with glibc's defaults (how the main job
+ran before those settings). The script restarts itself when its environment does not match.
+
 What it reports, from detectron2's own per-iteration records (``time`` of the IterationTimer hook,
 ``data_time`` of SimpleTrainer), over the timed steps only (the first ``--warmup`` are dropped):
 seconds per step (min / median / mean / max), frames per second = IMS_PER_BATCH * NUM_FRAMES / median
@@ -29,6 +33,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+MALLOC_KEYS = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "GLIBC_TUNABLES")
 
 
 def parse_args(argv=None):
@@ -43,6 +48,9 @@ def parse_args(argv=None):
     p.add_argument("--profile", action="store_true", help="profile 3 extra steps (torch.profiler, top ops)")
     p.add_argument("--parts", action="store_true",
                    help="forward and forward+backward time of each part of the model on one batch's real inputs")
+    p.add_argument("--malloc", choices=["tuned", "default"], default="tuned",
+                   help="tuned: glibc malloc settings of aqformer_d2/utils/malloc_env.py, as `make demo` runs "
+                        "(the script restarts itself with them); default: glibc's defaults")
     p.add_argument("--out", default="bench/results/train_speed.json")
     p.add_argument("opts", nargs=argparse.REMAINDER, help="extra config overrides KEY VALUE ...")
     return p.parse_args(argv)
@@ -121,8 +129,29 @@ def profile_steps(trainer, steps: int, rows: int = 20):
              "self_share": e.self_cpu_time_total / total, "calls_per_step": e.count / steps} for e in events[:rows]]
 
 
+def restart_with_malloc_env(mode: str, argv) -> None:
+    """glibc reads its malloc settings at process start: if this process's environment does not match
+    ``mode`` ("tuned" = aqformer_d2/utils/malloc_env.py's MALLOC_ENV, "default" = none of them), start this
+    script again in its place with the matching environment."""
+    import importlib.util
+
+    # the module file alone (no package import, which would load torch before the restart)
+    spec = importlib.util.spec_from_file_location("malloc_env", ROOT / "aqformer_d2" / "utils" / "malloc_env.py")
+    malloc_env = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(malloc_env)
+    env = malloc_env.with_malloc_env(os.environ) if mode == "tuned" else malloc_env.without_malloc_env(os.environ)
+    if env != dict(os.environ):
+        if os.environ.get("AQ_TRAIN_SPEED_RESTARTED"):
+            raise RuntimeError(f"train_speed: could not set the malloc environment for --malloc {mode}")
+        env["AQ_TRAIN_SPEED_RESTARTED"] = "1"
+        sys.stdout.flush()
+        os.execve(sys.executable, [sys.executable, str(Path(__file__).resolve())] + list(argv), env)
+
+
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv)
+    restart_with_malloc_env(args.malloc, argv)
     threads = args.threads or int(os.environ.get("OMP_NUM_THREADS", "2"))
     os.environ.setdefault("OMP_NUM_THREADS", str(threads))
     import torch
@@ -164,6 +193,7 @@ def main(argv=None) -> int:
         "config": args.config_file, "threads": torch.get_num_threads(), "torch": torch.__version__,
         "ims_per_batch": cfg.SOLVER.IMS_PER_BATCH, "num_frames": cfg.MODEL.AQFORMER.NUM_FRAMES,
         "image_size": cfg.INPUT.IMAGE_SIZE, "num_workers": cfg.DATALOADER.NUM_WORKERS,
+        "malloc": args.malloc, "malloc_env": {k: os.environ.get(k) for k in MALLOC_KEYS},
         "warmup": args.warmup, "steps": args.steps, "wall_s": wall,
         "step_s": {"min": min(step_times), "median": med, "mean": statistics.fmean(step_times),
                    "max": max(step_times)},

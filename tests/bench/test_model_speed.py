@@ -41,3 +41,34 @@ def test_tiny_run_writes_times_parts_and_markdown(tmp_path):
     assert set(result["model"]["parts"]) == {label for label, _ in model_speed.PARTS}
     assert all(p["gflops"] > 0 for p in result["model"]["parts"].values())
     assert "| tiny |" in payload["markdown"]
+
+
+def test_malloc_settings_reach_the_workers(tmp_path, monkeypatch):
+    """--malloc tuned starts the measured processes with aqformer_d2/utils/malloc_env.py's settings,
+    --malloc default without them (even when the caller's environment has them)."""
+    from aqformer_d2.utils.malloc_env import MALLOC_ENV
+
+    seen = {}
+
+    def fake_run(cmd, cwd, capture_output, text, env):
+        seen[cmd[cmd.index("--worker") + 1]] = env
+        out = cmd[cmd.index("--result-file") + 1]
+        with open(out, "w") as f:
+            f.write("{}")
+
+        class Done:
+            returncode = 0
+        return Done()
+
+    monkeypatch.setattr(model_speed.subprocess, "run", fake_run)
+    for key, value in MALLOC_ENV.items():
+        monkeypatch.setenv(key, value)
+    args = model_speed.argparse.Namespace(frames=2, size=64, threads=1, warmup=0, repeats=1, profile=False,
+                                          malloc="default")
+    model_speed.run_worker(args, "tiny", "backbone")
+    assert not set(MALLOC_ENV) & set(seen["backbone"])
+    args.malloc = "tuned"
+    for key in MALLOC_ENV:
+        monkeypatch.delenv(key)
+    model_speed.run_worker(args, "tiny", "model")
+    assert all(seen["model"][k] == v for k, v in MALLOC_ENV.items())

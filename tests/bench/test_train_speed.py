@@ -23,6 +23,11 @@ def test_short_run_records_step_times_losses_and_frames_per_second(tmp_path):
     # frames per second = clips per step x T / median step time
     assert abs(result["frames_per_s"] - 2 * result["num_frames"] / step["median"]) < 1e-9
     assert "frames/s" in proc.stdout
+    # --malloc tuned (the default): the run restarted itself with the malloc settings make demo has
+    from aqformer_d2.utils.malloc_env import MALLOC_ENV, with_malloc_env
+
+    expected = with_malloc_env(os.environ)
+    assert result["malloc"] == "tuned" and result["malloc_env"] == {k: expected[k] for k in MALLOC_ENV}
     # --parts: every part of the tiny model timed alone, the backward adding time to the forward
     parts = result["part_times"]
     assert {"backbone", "audio_encoder", "pixel_decoder", "pixel_decoder.abti.4", "predictor", "criterion"} <= set(parts)

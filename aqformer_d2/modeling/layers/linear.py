@@ -96,7 +96,9 @@ class _OneDNNLinearFunction(torch.autograd.Function):
     def backward(ctx, grad_out):
         x, weight, out = ctx.saved_tensors
         if ctx.relu:
-            grad_out = grad_out.masked_fill(out <= 0, 0.0)  # [R, O] (ReLU'(z) = 0 where z <= 0)
+            # [R, O]: dy where y > 0, else 0; the kernel of F.relu's own backward (one pass; a masked_fill with
+            # a (y <= 0) mask was 30x slower on a [13440, 128] FFN activation, bench/README.md)
+            grad_out = torch.ops.aten.threshold_backward(grad_out, out, 0.0)
         grad_out = grad_out.contiguous()  # [R, O]
         grad_x = grad_w = grad_b = None
         if ctx.needs_input_grad[0]:
