@@ -97,7 +97,7 @@ class _OneDNNLinearFunction(torch.autograd.Function):
         x, weight, out = ctx.saved_tensors
         if ctx.relu:
             # [R, O]: dy where y > 0, else 0; the kernel of F.relu's own backward (one pass; a masked_fill with
-            # a (y <= 0) mask was 30x slower on a [13440, 128] FFN activation, bench/README.md)
+            # a (y <= 0) mask was 26x slower on a [13440, 128] FFN activation, bench/README.md, issue 11 third session)
             grad_out = torch.ops.aten.threshold_backward(grad_out, out, 0.0)
         grad_out = grad_out.contiguous()  # [R, O]
         grad_x = grad_w = grad_b = None

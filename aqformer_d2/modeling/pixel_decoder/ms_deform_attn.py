@@ -114,7 +114,7 @@ class _PointWeightedSum(torch.autograd.Function):
     Autograd of ``(sampled * weight[:, None]).sum(2)`` writes and reads two [B, D, P, Lq] products (the
     forward's and the one for the weight gradient); here the forward accumulates point by point into
     the [B, D, Lq] output, and the weight gradient sum_d grad[b, d, q] * sampled[b, d, p, q] is reduced
-    point by point from [B, D, Lq] products (bench/README.md, "A faster main job")."""
+    point by point from [B, D, Lq] products (bench/README.md, "CPU speed, issue 11 (third session)")."""
 
     @staticmethod
     def forward(ctx, sampled: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -162,7 +162,7 @@ def sample_and_weight(
     points of a level go through :class:`_PointWeightedSum`, the same accumulation with a backward of its
     own: autograd of the in-place loop would write a whole zero [B, D, P, Lq] gradient for every point's
     slice, and autograd of ``(sampled * weight).sum`` reads and writes two [B, D, P, Lq] products
-    (bench/README.md, "A faster main job").
+    (bench/README.md, "A faster main job" and "CPU speed, issue 11 (third session)").
     """
     b, d, _ = value_t.shape
     num_points = grids.shape[2]
