@@ -323,7 +323,8 @@ def test_autograd_path_sums_the_same_terms_as_the_in_place_path_float64():
 
 def test_point_weighted_sum_forward_and_gradients_float64():
     """_PointWeightedSum (the training path's weighted sum over the points of a level) against autograd of
-    the plain expression: the same products, summed in another order (4 terms: < 1e-14 here), and
+    the plain expression: the same products, summed in another order (4 terms of at most ~3.5 each: the
+    float64 bound 2 * 3 * u * sum|terms| is < 1e-14; asserted 1e-13), and
     torch.autograd.gradcheck of its own backward (finite differences, float64)."""
     from aqformer_d2.modeling.pixel_decoder.ms_deform_attn import _PointWeightedSum
 
@@ -333,7 +334,7 @@ def test_point_weighted_sum_forward_and_gradients_float64():
     cot = torch.randn(3, 5, 7, dtype=torch.float64, generator=g)
     got = _PointWeightedSum.apply(sampled, weight)
     want = (sampled * weight[:, None]).sum(2)
-    assert (got - want).abs().max().item() < 1e-14
+    assert (got - want).abs().max().item() < 1e-13
     got_grads = torch.autograd.grad(got, (sampled, weight), cot)
     want_grads = torch.autograd.grad(want, (sampled, weight), cot)
     for a, b in zip(got_grads, want_grads):
