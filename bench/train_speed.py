@@ -20,7 +20,8 @@ What it reports, from detectron2's own per-iteration records (``time`` of the It
 ``data_time`` of SimpleTrainer), over the timed steps only (the first ``--warmup`` are dropped):
 seconds per step (min / median / mean / max), frames per second = IMS_PER_BATCH * NUM_FRAMES / median
 step time, the data-loading share, and the loss of every step (``total_loss``), so that two runs of
-different code can be checked to follow the same loss curve (same seed, same data order). Writes
+different code can be checked to follow the same loss curve (same seed: the same initial weights, as
+``make demo`` seeds them, and the same data order). Writes
 ``--out`` (default bench/results/train_speed.json); the load average before and after is recorded.
 """
 import argparse
@@ -175,6 +176,9 @@ def main(argv=None) -> int:
         "TEST.EVAL_PERIOD", "0", "SOLVER.MAX_ITER", str(total_iters), "SOLVER.CHECKPOINT_PERIOD", "1000000",
     ] + list(args.opts))
     load_before = os.getloadavg()
+    # the model's initial weights from SEED, as the main job draws them (tools/run_demo_job.py), so that two
+    # runs with the same SEED start from the same weights and see the same data
+    torch.manual_seed(cfg.SEED if cfg.SEED >= 0 else 0)
     trainer = AQFormerTrainer(cfg)
     trainer.resume_or_load(resume=False)
     start = time.perf_counter()
