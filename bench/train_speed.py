@@ -40,7 +40,8 @@ MALLOC_KEYS = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "GLIBC_TUNABL
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config-file", default="configs/synthavs/aqformer_tiny_s4.yaml")
-    p.add_argument("--warmup", type=int, default=10, help="steps run before timing starts")
+    p.add_argument("--warmup", type=int, default=10,
+                   help="steps run before timing starts (>= 2: detectron2's IterationTimer times none of the first two)")
     p.add_argument("--steps", type=int, default=40, help="timed steps")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: OMP_NUM_THREADS or 2)")
     p.add_argument("--clips", type=int, default=96, help="SynthAVS-S4 training clips to generate")
@@ -54,7 +55,11 @@ def parse_args(argv=None):
                         "(the script restarts itself with them); default: glibc's defaults")
     p.add_argument("--out", default="bench/results/train_speed.json")
     p.add_argument("opts", nargs=argparse.REMAINDER, help="extra config overrides KEY VALUE ...")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.warmup < 2 or args.steps < 1:
+        p.error(f"--warmup must be >= 2 (detectron2's IterationTimer records no time for the first two steps) "
+                f"and --steps >= 1; got --warmup {args.warmup} --steps {args.steps}")
+    return args
 
 
 PARTS = ("backbone", "audio_encoder", "pixel_decoder", "pixel_decoder.encoder", "pixel_decoder.abti.4",
