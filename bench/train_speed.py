@@ -34,7 +34,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-MALLOC_KEYS = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "GLIBC_TUNABLES")
 
 
 def parse_args(argv=None):
@@ -135,10 +134,11 @@ def profile_steps(trainer, steps: int, rows: int = 20):
              "self_share": e.self_cpu_time_total / total, "calls_per_step": e.count / steps} for e in events[:rows]]
 
 
-def restart_with_malloc_env(mode: str, argv) -> None:
+def restart_with_malloc_env(mode: str, argv) -> tuple:
     """glibc reads its malloc settings at process start: if this process's environment does not match
     ``mode`` ("tuned" = aqformer_d2/utils/malloc_env.py's MALLOC_ENV, "default" = none of them), start this
-    script again in its place with the matching environment."""
+    script again in its place with the matching environment. Returns the names of the malloc variables
+    (for the record) when no restart was needed."""
     import importlib.util
 
     # the module file alone (no package import, which would load torch before the restart)
@@ -152,12 +152,13 @@ def restart_with_malloc_env(mode: str, argv) -> None:
         env["AQ_TRAIN_SPEED_RESTARTED"] = "1"
         sys.stdout.flush()
         os.execve(sys.executable, [sys.executable, str(Path(__file__).resolve())] + list(argv), env)
+    return tuple(malloc_env.MALLOC_ENV)
 
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv)
-    restart_with_malloc_env(args.malloc, argv)
+    malloc_keys = restart_with_malloc_env(args.malloc, argv)
     threads = args.threads or int(os.environ.get("OMP_NUM_THREADS", "2"))
     os.environ.setdefault("OMP_NUM_THREADS", str(threads))
     import torch
@@ -202,7 +203,7 @@ def main(argv=None) -> int:
         "config": args.config_file, "threads": torch.get_num_threads(), "torch": torch.__version__,
         "ims_per_batch": cfg.SOLVER.IMS_PER_BATCH, "num_frames": cfg.MODEL.AQFORMER.NUM_FRAMES,
         "image_size": cfg.INPUT.IMAGE_SIZE, "num_workers": cfg.DATALOADER.NUM_WORKERS,
-        "malloc": args.malloc, "malloc_env": {k: os.environ.get(k) for k in MALLOC_KEYS},
+        "malloc": args.malloc, "malloc_env": {k: os.environ.get(k) for k in malloc_keys},
         "warmup": args.warmup, "steps": args.steps, "wall_s": wall,
         "step_s": {"min": min(step_times), "median": med, "mean": statistics.fmean(step_times),
                    "max": max(step_times)},
