@@ -1,13 +1,12 @@
-#!/usr/bin/env python
 """The paper's Table 2 ablations (§4.4) in one command, resumable, with seeds, paper numbers and a chart.
 
-    python bench/ablations.py                         # the default table (SynthAVS, calibrated protocol)
-    python bench/ablations.py --tables a --seeds 0 1 2
-    python bench/ablations.py --tables e              # unprinted defaults (not in the default set)
-    python bench/ablations.py --rows a:vanilla b:both --tasks ms3
-    python bench/ablations.py --avs-root /data/AVSBench --iters 2000 --image-size 224 \\
+    .venv/bin/python -m bench.ablations                         # the default table (SynthAVS, calibrated protocol)
+    .venv/bin/python -m bench.ablations --tables a --seeds 0 1 2
+    .venv/bin/python -m bench.ablations --tables e              # unprinted defaults (not in the default set)
+    .venv/bin/python -m bench.ablations --rows a:vanilla b:both --tasks ms3
+    .venv/bin/python -m bench.ablations --avs-root /data/AVSBench --iters 2000 --image-size 224 \\
         --config-file configs/avsbench/{task}/aqformer_R50.yaml --output docs/measurements/ablations_avsbench
-    python bench/ablations.py --report-only           # rebuild table / chart from finished runs
+    .venv/bin/python -m bench.ablations --report-only           # rebuild table / chart from finished runs
 
 Every row is a name plus config overrides on top of the task's config file. Rows of different
 sub-tables with identical overrides are one run (e.g. 2a "Audio Query" = 2b "neither"). Each finished
@@ -32,8 +31,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)  # this checkout's aqformer_d2, even where another one is pip-installed
+from bench.common import bench_cfg, child_env
 
 logger = logging.getLogger("ablations")
 
@@ -474,7 +472,7 @@ def run_one(task: str, canonical: str, rows: Sequence[Row], seed: int, args, pro
     import torch
     from detectron2.utils.env import seed_all_rng
 
-    from aqformer_d2.engine import build_cfg, train_and_evaluate
+    from aqformer_d2.engine import train_and_evaluate
 
     overrides = json.loads(canonical)
     out_dir = os.path.join(args.work_dir, "train", task, f"{run_slug(canonical)}__{run_id(canonical, protocol)}_seed{seed}")
@@ -486,7 +484,7 @@ def run_one(task: str, canonical: str, rows: Sequence[Row], seed: int, args, pro
     for key, value in overrides:
         opts += [key, value]
     opts += list(args.opts)
-    cfg = build_cfg(protocol["config_file"], opts)
+    cfg = bench_cfg(protocol["config_file"], opts, device=None)
     seed_all_rng(seed)
     load_before = os.getloadavg()
     model, results, seconds = train_and_evaluate(cfg)
@@ -544,7 +542,7 @@ def load_results(plan: Dict[str, List[Row]], seeds: Sequence[int], output: str, 
 def write_report(plan, seeds, args, protocols) -> List[Dict]:
     results = load_results(plan, seeds, args.output, protocols)
     entries = build_table(plan, results)
-    cmd = "python bench/ablations.py " + " ".join(sys.argv[1:])
+    cmd = ".venv/bin/python -m bench.ablations " + " ".join(sys.argv[1:])
     report = {"command": cmd, "seeds": list(seeds), "protocols": protocols, "rows": entries}
     _write_json(os.path.join(args.output, args.report_name + ".json"), report)
     header = (f"Finished runs of `OUTPUT/runs/` (protocol: {args.iters} iterations, input {args.image_size} px; "
@@ -591,14 +589,14 @@ def run_in_children(todo, args, plan, protocols) -> None:
     script for that one run); the table is rebuilt whenever one ends. A failed child stops the command."""
     import subprocess
 
-    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
+    env = child_env(dict(os.environ, OMP_NUM_THREADS=str(args.threads)))
     queue, running, start = list(todo), [], time.perf_counter()
     log_dir = os.path.join(args.work_dir, "logs")
     os.makedirs(log_dir, exist_ok=True)
     while queue or running:
         while queue and len(running) < args.jobs:
             task, canonical, rows, seed = queue.pop(0)
-            cmd = [sys.executable, os.path.abspath(__file__)] + child_argv(args, task, rows[0].key, seed)
+            cmd = [sys.executable, "-m", "bench.ablations"] + child_argv(args, task, rows[0].key, seed)
             log = os.path.join(log_dir, f"{task}_{run_slug(canonical)}_seed{seed}.log")
             logger.info("start %s seed %d (%s); log %s", task, seed, ", ".join(r.key for r in rows), log)
             fh = open(log, "w")
