@@ -15,7 +15,7 @@ overrides, same protocol) are skipped, so an interrupted command resumes where i
 model (seed 0) of each task is kept under WORK_DIR/models/ for bench/audio_attribution.py.
 
 Outputs in --output: ablations.json (every row: seeds, means, paper numbers, comparison), ablations.md
-(the table) and ablations.png (M_J, one bar per seed). See bench/README.md ("Ablations").
+(the table) and ablations.png (M_J, one bar per seed). See bench/README.md ("bench.ablations").
 """
 from __future__ import annotations
 
@@ -43,7 +43,7 @@ QUERY = "MODEL.AQ_TRANSFORMER_DECODER.QUERY_TYPE"
 SCOPE = "MODEL.AQ_TRANSFORMER_DECODER.CROSS_ATTN_SCOPE"
 ALL_POSITIONS = [1, 2, 3, 4]
 
-# Base settings implied by the paper's numbers (bench/README.md "Which base each sub-table uses"):
+# Base settings implied by the paper's numbers:
 # 2a = no ABTI, no AVSim (its "Audio Query" row equals 2b's first row); 2b = the four combinations;
 # 2c = AVSim on (its "-" row equals 2b's AVSim-only row); 2d = the full model (its N = 3 row equals
 # 2b's last row and Table 1's R50 MS3 result). Every row sets N explicitly (the paper's N = 3 unless
@@ -156,7 +156,8 @@ DEFAULT_EXTRA_ROWS = {"ms3": [], "s4": ["d:n3"]}
 TASK_ORDER = ("ms3", "s4")
 PAPER_TASK = "ms3"  # Table 2 of the paper was measured on MS3 (R50)  # MS3 first: the paper's ablation benchmark
 
-# Calibrated CPU protocol (bench/README.md "Calibration"): SynthAVS size and resolution, iterations.
+# The default protocol, calibrated to fit 90 minutes on 2 CPU cores (run records:
+# docs/measurements/ablations_calibration/): SynthAVS size and resolution, iterations.
 DEFAULT_ITERS = 1000
 DEFAULT_IMAGE_SIZE = 64
 DEFAULT_SYNTHAVS_CLIPS = {"s4": (1000, 10, 150), "ms3": (1000, 10, 150)}
@@ -394,7 +395,7 @@ def parse_args(argv=None):
     p.add_argument("--avs-root", default=None,
                    help="an AVSBench-layout tree (Single-source/ and/or Multi-sources/) instead of SynthAVS")
     p.add_argument("--synthavs-clips", type=int, nargs=3, metavar=("TRAIN", "VAL", "TEST"), default=None,
-                   help="clips per split of the generated SynthAVS (default: calibrated, see bench/README.md)")
+                   help="clips per split of the generated SynthAVS (default: the calibrated protocol, bench/README.md)")
     p.add_argument("--config-file", default=os.path.join("configs", "synthavs", "aqformer_tiny_{task}.yaml"),
                    help="config per task; '{task}' is replaced by s4 / ms3")
     p.add_argument("--output", default=os.path.join("docs", "measurements", "ablations"),
