@@ -24,6 +24,9 @@ gives one 0.96 s VGGish log-mel example. A clip is T = MODEL.AQFORMER.NUM_FRAMES
 clip with fewer seconds is padded by repeating its last frame and last audio example (AVSBench pads
 audio the same way) and the padded frames' masks are dropped.
 
+Reading the input and the clip loop are the package's (``aqformer_d2.inference``: ``load_video`` /
+``load_frame_files``, ``predict_video``); this script is the command line and writes the outputs.
+
 Outputs in --output:
     overlay.mp4   the masks blended over the ORIGINAL frames at the original frame rate (the mask of
                   second s on every frame of that second), H.264, with the original audio as AAC
