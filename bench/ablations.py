@@ -1,13 +1,12 @@
-#!/usr/bin/env python
 """The paper's Table 2 ablations (§4.4) in one command, resumable, with seeds, paper numbers and a chart.
 
-    python bench/ablations.py                         # the default table (SynthAVS, calibrated protocol)
-    python bench/ablations.py --tables a --seeds 0 1 2
-    python bench/ablations.py --tables e              # unprinted defaults (not in the default set)
-    python bench/ablations.py --rows a:vanilla b:both --tasks ms3
-    python bench/ablations.py --avs-root /data/AVSBench --iters 2000 --image-size 224 \\
+    .venv/bin/python -m bench.ablations                         # the default table (SynthAVS, calibrated protocol)
+    .venv/bin/python -m bench.ablations --tables a --seeds 0 1 2
+    .venv/bin/python -m bench.ablations --tables e              # unprinted defaults (not in the default set)
+    .venv/bin/python -m bench.ablations --rows a:vanilla b:both --tasks ms3
+    .venv/bin/python -m bench.ablations --avs-root /data/AVSBench --iters 2000 --image-size 224 \\
         --config-file configs/avsbench/{task}/aqformer_R50.yaml --output docs/measurements/ablations_avsbench
-    python bench/ablations.py --report-only           # rebuild table / chart from finished runs
+    .venv/bin/python -m bench.ablations --report-only           # rebuild table / chart from finished runs
 
 Every row is a name plus config overrides on top of the task's config file. Rows of different
 sub-tables with identical overrides are one run (e.g. 2a "Audio Query" = 2b "neither"). Each finished
@@ -16,7 +15,7 @@ overrides, same protocol) are skipped, so an interrupted command resumes where i
 model (seed 0) of each task is kept under WORK_DIR/models/ for bench/audio_attribution.py.
 
 Outputs in --output: ablations.json (every row: seeds, means, paper numbers, comparison), ablations.md
-(the table) and ablations.png (M_J, one bar per seed). See bench/README.md ("Ablations").
+(the table) and ablations.png (M_J, one bar per seed). See bench/README.md ("bench.ablations").
 """
 from __future__ import annotations
 
@@ -32,8 +31,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)  # this checkout's aqformer_d2, even where another one is pip-installed
+from bench.common import bench_cfg, child_env
 
 logger = logging.getLogger("ablations")
 
@@ -45,7 +43,7 @@ QUERY = "MODEL.AQ_TRANSFORMER_DECODER.QUERY_TYPE"
 SCOPE = "MODEL.AQ_TRANSFORMER_DECODER.CROSS_ATTN_SCOPE"
 ALL_POSITIONS = [1, 2, 3, 4]
 
-# Base settings implied by the paper's numbers (bench/README.md "Which base each sub-table uses"):
+# Base settings implied by the paper's numbers:
 # 2a = no ABTI, no AVSim (its "Audio Query" row equals 2b's first row); 2b = the four combinations;
 # 2c = AVSim on (its "-" row equals 2b's AVSim-only row); 2d = the full model (its N = 3 row equals
 # 2b's last row and Table 1's R50 MS3 result). Every row sets N explicitly (the paper's N = 3 unless
@@ -158,7 +156,8 @@ DEFAULT_EXTRA_ROWS = {"ms3": [], "s4": ["d:n3"]}
 TASK_ORDER = ("ms3", "s4")
 PAPER_TASK = "ms3"  # Table 2 of the paper was measured on MS3 (R50)  # MS3 first: the paper's ablation benchmark
 
-# Calibrated CPU protocol (bench/README.md "Calibration"): SynthAVS size and resolution, iterations.
+# The default protocol, calibrated to fit 90 minutes on 2 CPU cores (run records:
+# docs/measurements/ablations_calibration/): SynthAVS size and resolution, iterations.
 DEFAULT_ITERS = 1000
 DEFAULT_IMAGE_SIZE = 64
 DEFAULT_SYNTHAVS_CLIPS = {"s4": (1000, 10, 150), "ms3": (1000, 10, 150)}
@@ -396,7 +395,7 @@ def parse_args(argv=None):
     p.add_argument("--avs-root", default=None,
                    help="an AVSBench-layout tree (Single-source/ and/or Multi-sources/) instead of SynthAVS")
     p.add_argument("--synthavs-clips", type=int, nargs=3, metavar=("TRAIN", "VAL", "TEST"), default=None,
-                   help="clips per split of the generated SynthAVS (default: calibrated, see bench/README.md)")
+                   help="clips per split of the generated SynthAVS (default: the calibrated protocol, bench/README.md)")
     p.add_argument("--config-file", default=os.path.join("configs", "synthavs", "aqformer_tiny_{task}.yaml"),
                    help="config per task; '{task}' is replaced by s4 / ms3")
     p.add_argument("--output", default=os.path.join("docs", "measurements", "ablations"),
@@ -474,7 +473,7 @@ def run_one(task: str, canonical: str, rows: Sequence[Row], seed: int, args, pro
     import torch
     from detectron2.utils.env import seed_all_rng
 
-    from aqformer_d2.engine import build_cfg, train_and_evaluate
+    from aqformer_d2.engine import train_and_evaluate
 
     overrides = json.loads(canonical)
     out_dir = os.path.join(args.work_dir, "train", task, f"{run_slug(canonical)}__{run_id(canonical, protocol)}_seed{seed}")
@@ -486,7 +485,7 @@ def run_one(task: str, canonical: str, rows: Sequence[Row], seed: int, args, pro
     for key, value in overrides:
         opts += [key, value]
     opts += list(args.opts)
-    cfg = build_cfg(protocol["config_file"], opts)
+    cfg = bench_cfg(protocol["config_file"], opts, device=None)
     seed_all_rng(seed)
     load_before = os.getloadavg()
     model, results, seconds = train_and_evaluate(cfg)
@@ -544,7 +543,7 @@ def load_results(plan: Dict[str, List[Row]], seeds: Sequence[int], output: str, 
 def write_report(plan, seeds, args, protocols) -> List[Dict]:
     results = load_results(plan, seeds, args.output, protocols)
     entries = build_table(plan, results)
-    cmd = "python bench/ablations.py " + " ".join(sys.argv[1:])
+    cmd = ".venv/bin/python -m bench.ablations " + " ".join(sys.argv[1:])
     report = {"command": cmd, "seeds": list(seeds), "protocols": protocols, "rows": entries}
     _write_json(os.path.join(args.output, args.report_name + ".json"), report)
     header = (f"Finished runs of `OUTPUT/runs/` (protocol: {args.iters} iterations, input {args.image_size} px; "
@@ -591,14 +590,14 @@ def run_in_children(todo, args, plan, protocols) -> None:
     script for that one run); the table is rebuilt whenever one ends. A failed child stops the command."""
     import subprocess
 
-    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
+    env = child_env(dict(os.environ, OMP_NUM_THREADS=str(args.threads)))
     queue, running, start = list(todo), [], time.perf_counter()
     log_dir = os.path.join(args.work_dir, "logs")
     os.makedirs(log_dir, exist_ok=True)
     while queue or running:
         while queue and len(running) < args.jobs:
             task, canonical, rows, seed = queue.pop(0)
-            cmd = [sys.executable, os.path.abspath(__file__)] + child_argv(args, task, rows[0].key, seed)
+            cmd = [sys.executable, "-m", "bench.ablations"] + child_argv(args, task, rows[0].key, seed)
             log = os.path.join(log_dir, f"{task}_{run_slug(canonical)}_seed{seed}.log")
             logger.info("start %s seed %d (%s); log %s", task, seed, ", ".join(r.key for r in rows), log)
             fh = open(log, "w")

@@ -1,7 +1,6 @@
-#!/usr/bin/env python
 """Audio-pathway attribution: where does a trained AQFormer listen?
 
-    python bench/audio_attribution.py [--tasks ms3 s4] [--work-dir output/ablations] [--swap-seeds 0 1 2]
+    .venv/bin/python -m bench.audio_attribution [--tasks ms3 s4] [--work-dir output/ablations] [--swap-seeds 0 1 2]
 
 Audio enters AQFormer three ways (docs/interfaces.md, "Audio pathways"): eq. (1)-(2) in the pixel decoder
 ("pixel"), ABTI ("abti") and the audio queries A^0 of the transformer decoder ("query"). This evaluates ONE
@@ -23,8 +22,7 @@ import sys
 import time
 from typing import Dict, List, Optional, Sequence
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)  # this checkout's aqformer_d2, even where another one is pip-installed
+from bench.common import bench_cfg
 
 logger = logging.getLogger("audio_attribution")
 
@@ -66,7 +64,7 @@ def model_files(args, task: str):
         if not os.path.isfile(path):
             raise SystemExit(
                 f"{path} does not exist: train the full model first with "
-                f"`python bench/ablations.py --tasks {task} --rows d:n3 --seeds 0 --rerun` "
+                f"`.venv/bin/python -m bench.ablations --tasks {task} --rows d:n3 --seeds 0 --rerun` "
                 f"(add the protocol options you used; --work-dir {args.work_dir})"
             )
     return pth, yaml_path
@@ -90,10 +88,10 @@ def load_model(cfg, weights: str):
 
 def attribute(task: str, args) -> Dict:
     from aqformer_d2.data.datasets import register_audio_swapped
-    from aqformer_d2.engine import build_cfg, evaluate
+    from aqformer_d2.engine import evaluate
 
     weights, config = model_files(args, task)
-    cfg = build_cfg(config, [])
+    cfg = bench_cfg(config, device=None)
     model = load_model(cfg, weights)
     test = cfg.DATASETS.TEST[0]
     rows = []
@@ -140,7 +138,7 @@ def main(argv=None) -> List[Dict]:
     torch.set_num_threads(args.threads)
     results = [attribute(task, args) for task in args.tasks]
     os.makedirs(args.output, exist_ok=True)
-    cmd = "python bench/audio_attribution.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    cmd = ".venv/bin/python -m bench.audio_attribution " + " ".join(argv if argv is not None else sys.argv[1:])
     with open(os.path.join(args.output, "attribution.json"), "w") as f:
         json.dump({"command": cmd, "loadavg_end": list(os.getloadavg()), "results": results}, f, indent=2)
     text = f"Produced by `{cmd}`.\n\n" + markdown(results, args.swap_seeds)

@@ -1,85 +1,52 @@
-#!/usr/bin/env python
 """Magnitudes at initialisation behind two unprinted choices (docs/paper_choices.md):
 
 1. ABTI's temperature of eq. (9) (``MODEL.AQ_PIXEL_DECODER.ABTI_LOGIT_SCALE``): the size of the term ABTI
    adds, |F̂ - F| / |F| (Frobenius norms over the clip), the spread of the eq. (9) logits and how peaked
    S_pq is, at each of the 4 positions, with "sqrt_dim" and with "none" (eq. 9 as printed). Both models are
-   built from the same seed, so their weights are equal. ABTI is evaluated on the features it received in
-   the forward pass, once with the model's own audio features (a randomly initialised VGGish) and once
-   with unit-variance Gaussian audio features, a stand-in for the larger embeddings of a trained encoder.
+   built from the same seed, so their weights are equal. ABTI is evaluated on the features it received
+   while the package's segmenter (``aqformer_d2.inference.build_segmenter``) ran the clip, once with the
+   model's own audio features (a randomly initialised VGGish) and once with unit-variance Gaussian audio
+   features, a stand-in for the larger embeddings of a trained encoder. (The R50 config has no layer that
+   behaves differently in training: FrozenBN, no dropout, so these are the features of a training step.)
 2. The AVSim reduction (``MODEL.AQFORMER.SIM_REDUCTION``): L_sim beside the sum of the mask losses of all
-   decoder layers, with "sum" (eq. 7 as printed) and "mean", for both ``MASK_EMBED`` readings of eq. (6).
+   decoder layers, with "sum" (eq. 7 as printed) and "mean", for both ``MASK_EMBED`` readings of eq. (6),
+   from the model's training-mode forward (the losses the trainer's step sums; no inference interface
+   gives them).
 
-    .venv/bin/python bench/init_scales.py            # R50 S4 config, one clip of 5 random frames, 224x224
+    .venv/bin/python -m bench.init_scales            # R50 S4 config, one clip of 5 random frames, 224x224
 
-Random weights (no pretrained files), random uint8 frames and random log-mel audio (seed 0), the five frames
-labelled with random disc masks, training-mode forward on the CPU. Prints markdown tables and writes
+Random weights (no pretrained files), one clip of :func:`bench.common.random_clip` (seed 0: random uint8
+frames, random log-mel audio, one random disc mask per frame), on the CPU. Prints markdown tables and writes
 docs/measurements/init_scales.json.
 """
 import argparse
 import json
 import os
-import sys
-from pathlib import Path
 from typing import Dict, List
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-import aqformer_d2  # noqa: E402,F401  (registers the components)
-from aqformer_d2.config import add_aqformer_config  # noqa: E402
-from detectron2.config import get_cfg  # noqa: E402
-from detectron2.modeling import build_model  # noqa: E402
+from bench.common import ROOT, bench_cfg, capture_inputs, plain_copy, random_clip
 
 DEFAULT_CONFIG = "configs/avsbench/s4/aqformer_R50.yaml"
 DEFAULT_OUT = "docs/measurements/init_scales.json"
 
 
-def build(config: str, opts: List[str], seed: int):
-    cfg = get_cfg()
-    add_aqformer_config(cfg)
-    cfg.merge_from_file(str(ROOT / config))
-    cfg.merge_from_list(opts)
-    cfg.MODEL.DEVICE = "cpu"
+def build(config: str, opts: List[str], seed: int, frames: int, size: int):
+    """The config and its segmenter (PyTorch backend, random weights drawn after ``torch.manual_seed(seed)``)."""
+    from aqformer_d2.inference import build_segmenter
+
+    cfg = bench_cfg(config, opts, frames=frames, size=size)
     torch.manual_seed(seed)
-    return cfg, build_model(cfg)
+    return cfg, build_segmenter(cfg)
 
 
-def make_clip(seed: int, frames: int, size: int) -> Dict:
-    """One clip as AVSClipMapper gives it: random frames and audio, a random disc mask per frame."""
-    g = torch.Generator().manual_seed(seed)
-    ys = torch.arange(size, dtype=torch.float32)[:, None]
-    xs = torch.arange(size, dtype=torch.float32)[None, :]
-    masks = []
-    for _ in range(frames):
-        cy, cx = (torch.rand(2, generator=g) * size).tolist()
-        r = size * (0.15 + 0.2 * torch.rand(1, generator=g).item())
-        masks.append((((ys - cy) ** 2 + (xs - cx) ** 2) <= r ** 2).to(torch.uint8))  # [H, W]
-    return {
-        "images": torch.randint(0, 256, (frames, 3, size, size), generator=g, dtype=torch.uint8),
-        "audio": torch.randn(frames, 1, 96, 64, generator=g),
-        "masks": torch.stack(masks),  # [T, H, W]
-        "mask_valid": torch.ones(frames, dtype=torch.bool),
-        "height": size,
-        "width": size,
-    }
-
-
-def capture_abti_inputs(model, clip) -> Dict[str, tuple]:
-    """Position -> (F [B*T, C, H, W], A [B, T, C_a]) that ABTI received in one training-mode forward."""
-    inputs: Dict[str, tuple] = {}
-    hooks = [
-        module.register_forward_hook(lambda mod, args, result, key=key: inputs.__setitem__(key, args))
-        for key, module in model.pixel_decoder.abti.items()
-    ]
-    with torch.no_grad():
-        model.train()
-        model([clip])
-    for h in hooks:
-        h.remove()
-    return inputs
+def capture_abti_inputs(segmenter, clip) -> Dict[str, tuple]:
+    """Position -> (F [B*T, C, H, W], A [B, T, C_a]) that ABTI received while the segmenter ran ``clip``."""
+    abti = segmenter.model.pixel_decoder.abti
+    names = [f"pixel_decoder.abti.{key}" for key in abti]
+    captured = capture_inputs(segmenter.model, names, lambda: segmenter(clip["images"], clip["audio"]))
+    return {key: plain_copy(captured[f"pixel_decoder.abti.{key}"][0]) for key in abti}
 
 
 def abti_statistics(module, features: torch.Tensor, audio: torch.Tensor) -> Dict[str, float]:
@@ -113,20 +80,23 @@ def main(argv=None) -> Dict:
     args = parser.parse_args(argv)
     torch.set_num_threads(min(2, os.cpu_count() or 1))
     size, frames = 224, 5
+    clip = random_clip(frames, size, seed=args.seed, masks=True)
 
     result: Dict = {"config": args.config_file, "seed": args.seed, "image_size": size, "frames": frames}
     abti, weights = {}, {}
     for scale in ("sqrt_dim", "none"):
-        cfg, model = build(args.config_file, ["MODEL.AQ_PIXEL_DECODER.ABTI_LOGIT_SCALE", scale], args.seed)
+        cfg, segmenter = build(args.config_file, ["MODEL.AQ_PIXEL_DECODER.ABTI_LOGIT_SCALE", scale], args.seed,
+                               frames, size)
+        model = segmenter.model
         weights[scale] = model.state_dict()
-        captured = capture_abti_inputs(model, make_clip(args.seed, frames, size))
+        captured = capture_abti_inputs(segmenter, clip)
         g = torch.Generator().manual_seed(args.seed + 1)
         for key, (features, audio) in captured.items():
             module = model.pixel_decoder.abti[key]
             unit_audio = torch.randn(audio.shape, generator=g)  # stand-in for a trained encoder's embedding
             abti[f"{scale}/{key}/model_audio"] = abti_statistics(module, features, audio)
             abti[f"{scale}/{key}/unit_audio"] = abti_statistics(module, features, unit_audio)
-        del model
+        del model, segmenter
     same = all(torch.equal(weights["sqrt_dim"][k], weights["none"][k]) for k in weights["sqrt_dim"])
     if not same:
         raise RuntimeError("the two ABTI models were not built with equal weights")
@@ -136,10 +106,10 @@ def main(argv=None) -> Dict:
     losses = {}
     for embed in ("norm_mlp", "plain"):
         for reduction in ("sum", "mean"):
-            _, model = build(args.config_file, ["MODEL.AQ_TRANSFORMER_DECODER.MASK_EMBED", embed,
-                                                "MODEL.AQFORMER.SIM_REDUCTION", reduction], args.seed)
-            losses[f"{embed}/{reduction}"] = loss_composition(model, make_clip(args.seed, frames, size))
-            del model
+            _, segmenter = build(args.config_file, ["MODEL.AQ_TRANSFORMER_DECODER.MASK_EMBED", embed,
+                                                    "MODEL.AQFORMER.SIM_REDUCTION", reduction], args.seed, frames, size)
+            losses[f"{embed}/{reduction}"] = loss_composition(segmenter.model, clip)
+            del segmenter
     result["losses"] = losses
     layers = cfg.MODEL.AQ_TRANSFORMER_DECODER.DEC_STAGES * 3
     result["sim_terms_L_T2"] = layers * frames * frames

@@ -1,19 +1,19 @@
-#!/usr/bin/env python
-"""Speed, memory and FLOPs of the full-size AQFormer models on the CPU (eval mode, torch.no_grad).
+"""Speed, memory and FLOPs of the full-size AQFormer models on the CPU (eval mode, torch.inference_mode).
 
-    .venv/bin/python bench/model_speed.py                # R50 and PVT-v2-b5, T=5, 224x224, 2 threads
+    .venv/bin/python -m bench.model_speed                # R50 and PVT-v2-b5, T=5, 224x224, 2 threads
 
 For every config (default: the S4 configs with ResNet-50 and PVT-v2-b5; random initialisation) it
 measures, each measurement in a FRESH subprocess so that memory high-water marks do not mix (started with
-the glibc malloc settings of ``aqformer_d2/utils/malloc_env.py`` unless ``--malloc default``: with glibc's
-defaults the backbone-alone time moved by up to 30% between processes, bench/README.md):
+the glibc malloc settings of ``bench/malloc_env.py`` unless ``--malloc default``: with glibc's defaults
+the backbone-alone time moved by up to 30% between processes):
 
 1. backbone alone: time per clip (T frames in one batch; min/median/max of ``--repeats`` runs after
    ``--warmup`` runs) and peak RSS (``resource.getrusage(RUSAGE_SELF).ru_maxrss`` after the runs minus
    the same value right after the imports, so weights + activations + allocator overhead);
-2. whole model: the same for ``model([clip])``; then, in the same process after the peak was read,
-   the time of each part (backbone, audio encoder, pixel decoder with ABTI, transformer decoder) called
-   alone on its real inputs (captured with forward pre-hooks during a model forward), the FLOPs of each
+2. whole model: the same for one clip through the package's segmenter (``aqformer_d2.inference.build_segmenter``,
+   the PyTorch backend the demo runs: ``torch.inference_mode``, probabilities at the input size); then, in
+   the same process after the peak was read, the time of each part (backbone, audio encoder, pixel decoder with ABTI, transformer decoder) called
+   alone on its real inputs (captured with forward pre-hooks during one clip), the FLOPs of each
    part (fvcore ``FlopCountAnalysis``; fvcore counts one multiply-add as one flop, so "GFLOP" below
    means 10^9 multiply-adds), the achieved GFLOP/s of each part, a per-submodule time breakdown of the
    pixel and transformer decoders, and a torch.profiler table (by op) of the whole model and of the
@@ -33,54 +33,22 @@ import argparse
 import gc
 import json
 import os
-import resource
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-CONFIGS = {
-    "R50": "configs/avsbench/s4/aqformer_R50.yaml",
-    "PVTv2b5": "configs/avsbench/s4/aqformer_PVTv2b5.yaml",
-    "tiny": "configs/synthavs/Base-Tiny.yaml",
-}
+from bench.common import CONFIGS, GIB, MIB, RESULTS, ROOT, bench_cfg, capture_inputs, current_rss_bytes, \
+    fmt_times, machine, max_rss_bytes, plain_copy, profile_markdown, random_clip, timed, torch_profile, write_json
+from bench.malloc_env import with_malloc_env, without_malloc_env
+
 PARTS = (
     ("backbone", "backbone"),
     ("audio encoder", "audio_encoder"),
     ("pixel decoder (ABTI)", "pixel_decoder"),
     ("transformer decoder", "predictor"),
 )
-GIB = 1024 ** 3
-MIB = 1024 ** 2
-
-
-# ------------------------------------------------------------------------------------------------ helpers
-def max_rss_bytes() -> int:
-    """High-water mark of this process's resident set (Linux reports ru_maxrss in KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-
-
-def current_rss_bytes() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
-def timed(fn, warmup: int, repeats: int):
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return {"min": min(times), "median": statistics.median(times), "max": max(times), "all": times}
-
-
-def _fmt_t(stats) -> str:
-    return f"{stats['min']:.3f} / {stats['median']:.3f} / {stats['max']:.3f}"
 
 
 # ------------------------------------------------------------------------------------------------ fvcore handles
@@ -128,33 +96,6 @@ def count_flops(module, args):
 
 
 # ------------------------------------------------------------------------------------------------ worker
-def _setup(args):
-    import torch
-
-    torch.set_num_threads(args.threads)
-    sys.path.insert(0, str(ROOT))
-    import aqformer_d2  # noqa: F401  (registration; before detectron2.modeling)
-    from detectron2.config import get_cfg
-
-    cfg = get_cfg()
-    aqformer_d2.add_aqformer_config(cfg)
-    cfg.merge_from_file(str(ROOT / CONFIGS.get(args.config, args.config)))
-    cfg.MODEL.DEVICE = "cpu"
-    cfg.MODEL.AQFORMER.NUM_FRAMES = args.frames
-    return torch, cfg
-
-
-def _clip(torch, args):
-    g = torch.Generator().manual_seed(0)
-    s = args.size
-    return {
-        "images": torch.randint(0, 256, (args.frames, 3, s, s), generator=g, dtype=torch.uint8),
-        "audio": torch.randn(args.frames, 1, 96, 64, generator=g),
-        "height": s,
-        "width": s,
-    }
-
-
 def _submodule_breakdown(torch, module, call, runs: int):
     """Seconds per call spent in each direct child of ``module`` (forward pre/post hooks)."""
     spent, starts, handles = {}, {}, []
@@ -165,42 +106,23 @@ def _submodule_breakdown(torch, module, call, runs: int):
                 lambda m, a, n=sub_name: starts.__setitem__(n, time.perf_counter())))
             handles.append(sub.register_forward_hook(
                 lambda m, a, o, n=sub_name: spent.__setitem__(n, spent.get(n, 0.0) + time.perf_counter() - starts[n])))
-    total = 0.0
-    for _ in range(runs):
-        start = time.perf_counter()
-        call()
-        total += time.perf_counter() - start
+    total = timed(call, 0, runs)["all"]
     for h in handles:
         h.remove()
     out = {n: t / runs for n, t in sorted(spent.items(), key=lambda kv: -kv[1])}
-    out["(total)"] = total / runs
+    out["(total)"] = sum(total) / runs
     out["(outside children)"] = out["(total)"] - sum(t for n, t in out.items() if not n.startswith("("))
     return out
 
 
-def _profile(torch, call, rows: int = 15):
-    from torch.profiler import ProfilerActivity, profile
-
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
-        call()
-    events = sorted(prof.key_averages(), key=lambda e: -e.self_cpu_time_total)
-    total = sum(e.self_cpu_time_total for e in events)
-    return [
-        {
-            "op": e.key,
-            "self_cpu_ms": e.self_cpu_time_total / 1e3,
-            "self_share": e.self_cpu_time_total / total if total else 0.0,
-            "cpu_total_ms": e.cpu_time_total / 1e3,
-            "calls": e.count,
-        }
-        for e in events[:rows]
-    ]
-
-
 def worker(args) -> dict:
-    torch, cfg = _setup(args)
-    from detectron2.modeling import build_backbone, build_model
+    import torch
 
+    torch.set_num_threads(args.threads)
+    cfg = bench_cfg(args.config, frames=args.frames, size=args.size)
+    from detectron2.modeling import build_backbone
+
+    from aqformer_d2.inference import build_segmenter
     from aqformer_d2.modeling.meta_arch.aqformer import MEMORY_FORMATS, resolve_memory_format
 
     gc.collect()
@@ -209,8 +131,8 @@ def worker(args) -> dict:
               "torch": torch.__version__, "baseline_rss_mib": base_rss / MIB,
               "memory_format": resolve_memory_format(cfg)}
     torch.manual_seed(0)
-    clip = _clip(torch, args)
-    with torch.no_grad():
+    clip = random_clip(args.frames, args.size)
+    with torch.inference_mode():
         if args.worker == "backbone":
             # in the layout the whole model runs it in (MODEL.AQFORMER.MEMORY_FORMAT), so that the ratio
             # compares like with like
@@ -221,8 +143,9 @@ def worker(args) -> dict:
             x = ((clip["images"].float() - mean) / std).contiguous(memory_format=fmt)  # [T, 3, S, S], no padding
             call = lambda: module(x)  # noqa: E731
         else:
-            module = build_model(cfg).eval()
-            call = lambda: module([clip])  # noqa: E731
+            segmenter = build_segmenter(cfg)  # random initialisation (MODEL.WEIGHTS empty)
+            module = segmenter.model
+            call = lambda: segmenter(clip["images"], clip["audio"])  # noqa: E731
         result["params_m"] = sum(p.numel() for p in module.parameters()) / 1e6
         result["rss_after_build_mib"] = (current_rss_bytes() - base_rss) / MIB
         result["time_s"] = timed(call, args.warmup, args.repeats)
@@ -230,24 +153,20 @@ def worker(args) -> dict:
         if args.worker == "backbone":
             return result
 
-        # ---- parts on their real inputs (captured during one model forward)
-        captured, handles = {}, []
-        for label, attr in PARTS:
-            handles.append(getattr(module, attr).register_forward_pre_hook(
-                lambda m, a, kw, label=label: captured.__setitem__(label, (a, kw)), with_kwargs=True))
-        call()
-        for h in handles:
-            h.remove()
+        # ---- parts on their real inputs (captured during one clip through the segmenter)
+        captured = capture_inputs(module, [attr for _, attr in PARTS], call)
         parts = {}
         for label, attr in PARTS:
             part = getattr(module, attr)
-            a, kw = captured[label]
+            a, kw = captured[attr]
             stats = timed(lambda: part(*a, **kw), 1, args.repeats)
-            flops = count_flops(part, tuple(a) + tuple(kw.values()))
+            with torch.inference_mode(False), torch.no_grad():
+                pa, pkw = plain_copy((a, kw))
+                flops = count_flops(part, tuple(pa) + tuple(pkw.values()))
             parts[label] = {"time_s": stats, **flops, "gflops_per_s": flops["gflops"] / stats["median"]}
         result["parts"] = parts
-        pd_args, pd_kw = captured["pixel decoder (ABTI)"]
-        td_args, td_kw = captured["transformer decoder"]
+        pd_args, pd_kw = captured["pixel_decoder"]
+        td_args, td_kw = captured["predictor"]
         result["breakdown_s"] = {
             "pixel decoder (ABTI)": _submodule_breakdown(
                 torch, module.pixel_decoder, lambda: module.pixel_decoder(*pd_args, **pd_kw), args.repeats),
@@ -256,8 +175,8 @@ def worker(args) -> dict:
         }
         if args.profile:
             result["profile_top_ops"] = {
-                "whole model": _profile(torch, call),
-                "pixel decoder (ABTI)": _profile(torch, lambda: module.pixel_decoder(*pd_args, **pd_kw)),
+                "whole model": torch_profile(call, rows=15),
+                "pixel decoder (ABTI)": torch_profile(lambda: module.pixel_decoder(*pd_args, **pd_kw), rows=15),
             }
     return result
 
@@ -266,13 +185,11 @@ def worker(args) -> dict:
 def run_worker(args, config: str, target: str) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "result.json"
-        cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", target, "--config", config,
+        cmd = [sys.executable, "-m", "bench.model_speed", "--worker", target, "--config", config,
                "--result-file", str(out), "--frames", str(args.frames), "--size", str(args.size),
                "--threads", str(args.threads), "--warmup", str(args.warmup), "--repeats", str(args.repeats)]
         if args.profile:
             cmd.append("--profile")
-        from aqformer_d2.utils.malloc_env import with_malloc_env, without_malloc_env
-
         env = with_malloc_env(os.environ) if args.malloc == "tuned" else without_malloc_env(os.environ)
         proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env)
         if proc.returncode != 0:
@@ -290,7 +207,7 @@ def report(results: dict, args) -> str:
               "|---|---|---|---:|---:|---:|---:|"]
     for name, r in results.items():
         b, m = r["backbone"], r["model"]
-        lines.append(f"| {name} | {_fmt_t(b['time_s'])} | {_fmt_t(m['time_s'])} | "
+        lines.append(f"| {name} | {fmt_times(b['time_s'])} | {fmt_times(m['time_s'])} | "
                      f"{m['time_s']['median'] / b['time_s']['median']:.2f}x | {b['peak_rss_mib']:.0f} | "
                      f"{m['peak_rss_mib']:.0f} | {m['params_m']:.1f} |")
     for name, r in results.items():
@@ -315,10 +232,7 @@ def report(results: dict, args) -> str:
             top = ", ".join(f"{n} {t:.3f}" for n, t in list(bd.items())[:8])
             lines.append(f"- {part}: {top}")
         for what, ops in r["model"].get("profile_top_ops", {}).items():
-            lines += ["", f"**{name}: top ops by self CPU time, {what}**", "",
-                      "| op | self CPU ms | share | calls |", "|---|---:|---:|---:|"]
-            lines += [f"| {o['op']} | {o['self_cpu_ms']:.1f} | {o['self_share']:.0%} | {o['calls']} |"
-                      for o in ops[:10]]
+            lines += ["", f"**{name}: top ops by self CPU time, {what}**", ""] + profile_markdown(ops, rows=10)
     return "\n".join(lines)
 
 
@@ -368,11 +282,11 @@ def main(argv=None) -> int:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--malloc", choices=["tuned", "default"], default="tuned",
-                        help="glibc malloc settings of the measured processes: tuned (aqformer_d2/utils/malloc_env.py, "
+                        help="glibc malloc settings of the measured processes: tuned (bench/malloc_env.py, "
                              "as the Makefile sets them) or glibc's defaults")
     parser.add_argument("--no-profile", dest="profile", action="store_false",
                         help="skip the torch.profiler tables")
-    parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "model_speed.json"))
+    parser.add_argument("--out", default=str(RESULTS / "model_speed.json"))
     parser.add_argument("--worker", choices=["backbone", "model"], help=argparse.SUPPRESS)
     parser.add_argument("--config", help=argparse.SUPPRESS)
     parser.add_argument("--result-file", help=argparse.SUPPRESS)
@@ -394,9 +308,9 @@ def main(argv=None) -> int:
     text = report(results, args)
     print()
     print(text)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     payload = {
+        "command": " ".join([".venv/bin/python", "-m", "bench.model_speed"] + list(argv if argv is not None else sys.argv[1:])),
+        "machine": machine(),
         "settings": {k: getattr(args, k) for k in ("configs", "frames", "size", "threads", "warmup", "repeats", "malloc")},
         "load_average_before": load_before,
         "load_average_after": os.getloadavg(),
@@ -405,7 +319,7 @@ def main(argv=None) -> int:
         "goals": evaluate_goals(results),
         "markdown": text,
     }
-    out.write_text(json.dumps(payload, indent=2))
+    out = write_json(args.out, payload)
     print(f"\nwrote {out} (load average before {load_before[0]:.1f}, after {os.getloadavg()[0]:.1f})")
     return 0
 

@@ -1,17 +1,17 @@
-#!/usr/bin/env python
 """ONNX Runtime against PyTorch eager, side by side: time per clip of the same model on the same clip.
 
-    .venv/bin/python bench/onnx_speed.py                    # R50 at 224x224 and tiny at 128x128, T=5, 2 threads
-    .venv/bin/python bench/onnx_speed.py --threads 2 1      # the same, then again with 1 thread each
+    .venv/bin/python -m bench.onnx_speed                    # R50 at 224x224 and tiny at 128x128, T=5, 2 threads
+    .venv/bin/python -m bench.onnx_speed --threads 2 1      # the same, then again with 1 thread each
 
 For every config (random initialisation, ``torch.manual_seed(0)``) the script, in one process:
 
-1. exports the model with :func:`aqformer_d2.inference.export_clip_onnx` (the code path of
-   ``tools/export_onnx.py``) to a temporary file, timing the export;
-2. for each ``--threads`` value, builds the two backends of :mod:`aqformer_d2.inference.segmenter` on that
-   model: ``TorchSegmenter`` (``torch.set_num_threads(threads)``, ``torch.inference_mode``) and
-   ``OnnxRuntimeSegmenter`` (``intra_op_num_threads = threads``, ``inter_op_num_threads = 1``, default graph
-   optimisations), timing the session creation;
+1. builds the PyTorch segmenter with :func:`aqformer_d2.inference.build_segmenter` (``TorchSegmenter``:
+   ``torch.set_num_threads(threads)``, ``torch.inference_mode``) and exports its model with
+   :func:`aqformer_d2.inference.export_clip_onnx` (the code path of ``tools/export_onnx.py``) to a
+   temporary file, timing the export;
+2. for each ``--threads`` value, builds the ONNX Runtime segmenter of that file with ``build_segmenter``
+   (``OnnxRuntimeSegmenter``: ``intra_op_num_threads = threads``, ``inter_op_num_threads = 1``, default
+   graph optimisations), timing the session creation;
 3. runs ``--warmup`` untimed clips through each, then ``--repeats`` timed rounds; each round times one clip
    through each backend, the order alternating between rounds so that both see the same machine load,
    with ``--pause`` seconds of sleep before each timed clip (the other runtime's idle worker threads
@@ -29,64 +29,31 @@ against: ONNX Runtime at least 1.3x faster per clip than PyTorch eager (median).
 import argparse
 import json
 import os
-import platform
-import statistics
 import sys
 import tempfile
 import time
 from collections import defaultdict
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from bench.common import CONFIGS, RESULTS, ROOT, bench_cfg, config_file, default_size, machine, profile_markdown, random_clip, \
+    summarize, torch_profile, write_json
 
-CONFIGS = {
-    "R50": ("configs/avsbench/s4/aqformer_R50.yaml", 224),
-    "tiny": ("configs/synthavs/Base-Tiny.yaml", 128),
-}
 GOAL_SPEEDUP = 1.3
+DEFAULT_CONFIGS = ("R50", "tiny")
 
 
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError as e:
-        return f"unknown ({e})"
-    return "unknown"
-
-
-def _stats(times):
-    return {"min": min(times), "median": statistics.median(times), "max": max(times), "all": times}
-
-
-def _ort_profile_by_op(path: str, rows: int):
-    """Sum the kernel time of ONNX Runtime's profile (JSON trace) per op type; seconds and share."""
+def _ort_profile_by_op(path: str, rows: int, runs: int):
+    """Kernel time of ONNX Runtime's profile (JSON trace) per op type, divided by the ``runs`` it holds:
+    ``{"total_self_s", "top": [{"op", "self_s", "share"}]}`` as :func:`bench.common.torch_profile` gives."""
     with open(path) as f:
         events = json.load(f)
     per_op = defaultdict(float)
     for event in events:
         if event.get("cat") == "Node" and event.get("name", "").endswith("_kernel_time"):
-            per_op[event["args"]["op_name"]] += event["dur"] * 1e-6
+            per_op[event["args"]["op_name"]] += event["dur"] * 1e-6 / runs
     total = sum(per_op.values())
     top = sorted(per_op.items(), key=lambda kv: -kv[1])[:rows]
-    return {"total_kernel_s": total, "top": [{"op": k, "s": v, "share": v / total} for k, v in top]}
-
-
-def _torch_profile_by_op(torch, call, rows: int):
-    from torch.profiler import ProfilerActivity, profile
-
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
-        call()
-    averages = sorted(prof.key_averages(), key=lambda e: -e.self_cpu_time_total)
-    total = sum(e.self_cpu_time_total for e in averages)
-    return {
-        "total_self_s": total * 1e-6,
-        "top": [{"op": e.key, "s": e.self_cpu_time_total * 1e-6, "share": e.self_cpu_time_total / total}
-                for e in averages[:rows]],
-    }
+    return {"total_self_s": total, "top": [{"op": k, "self_s": v, "share": v / total} for k, v in top]}
 
 
 def _time_backends(runners: dict, warmup: int, repeats: int, pause: float):
@@ -111,32 +78,22 @@ def bench_config(name: str, args, workdir: str) -> dict:
     import numpy as np
     import torch
 
-    import aqformer_d2  # registration; must precede detectron2.modeling
-    from aqformer_d2.inference import OnnxRuntimeSegmenter, TorchSegmenter, export_clip_onnx
-    from detectron2.config import get_cfg
-    from detectron2.modeling import build_model
+    from aqformer_d2.inference import OnnxRuntimeSegmenter, build_segmenter, export_clip_onnx
 
-    config_file, default_size = CONFIGS.get(name, (name, None))
-    cfg = get_cfg()
-    aqformer_d2.add_aqformer_config(cfg)
-    cfg.merge_from_file(str(ROOT / config_file))
-    cfg.MODEL.DEVICE = "cpu"
-    cfg.MODEL.AQFORMER.NUM_FRAMES = args.frames
-    size = args.size or default_size or int(cfg.INPUT.IMAGE_SIZE)
-
+    size = args.size or default_size(name, bench_cfg(name))
+    cfg = bench_cfg(name, frames=args.frames, size=size)
     torch.manual_seed(0)
-    model = build_model(cfg).eval()
-    path = os.path.join(workdir, f"{Path(config_file).stem}_{size}.onnx")
+    torch_seg = build_segmenter(cfg)  # random initialisation (MODEL.WEIGHTS empty)
+    path = os.path.join(workdir, f"{Path(config_file(name)).stem}_{size}.onnx")
     torch.set_num_threads(args.threads[0])
     start = time.perf_counter()
-    export_clip_onnx(model, path, num_frames=args.frames, height=size, width=size, input_format=cfg.INPUT.FORMAT)
+    export_clip_onnx(torch_seg.model, path, num_frames=args.frames, height=size, width=size,
+                     input_format=cfg.INPUT.FORMAT)
     export_s = time.perf_counter() - start
-    torch_seg = TorchSegmenter(model=model, height=size, width=size, input_format=cfg.INPUT.FORMAT)
-    g = torch.Generator().manual_seed(1)  # not the export's example clip (seed 0)
-    frames = torch.randint(0, 256, (args.frames, 3, size, size), generator=g, dtype=torch.uint8)
-    audio = torch.randn(args.frames, 1, 96, 64, generator=g)
+    clip = random_clip(args.frames, size, seed=1)  # not the export's example clip (seed 0)
+    frames, audio = clip["images"], clip["audio"]
     result = {
-        "config_file": config_file,
+        "config_file": os.path.relpath(config_file(name), ROOT),
         "frames": args.frames,
         "size": size,
         "warmup": args.warmup,
@@ -150,11 +107,11 @@ def bench_config(name: str, args, workdir: str) -> dict:
         load_before = os.getloadavg()
         torch.set_num_threads(threads)
         start = time.perf_counter()
-        ort_seg = OnnxRuntimeSegmenter(path, num_threads=threads)
+        ort_seg = build_segmenter(cfg, "onnxruntime", path, num_threads=threads)
         session_s = time.perf_counter() - start
         runners = {"torch": lambda: torch_seg(frames, audio), "onnxruntime": lambda: ort_seg(frames, audio)}
         times, outputs = _time_backends(runners, args.warmup, args.repeats, args.pause)
-        stats = {k: _stats(v) for k, v in times.items()}
+        stats = {k: summarize(v) for k, v in times.items()}
         result["by_threads"][str(threads)] = {
             "threads": threads,
             "ort_session_create_s": session_s,
@@ -170,18 +127,13 @@ def bench_config(name: str, args, workdir: str) -> dict:
         threads = args.threads[0]
         torch.set_num_threads(threads)
         prof_seg = OnnxRuntimeSegmenter(path, num_threads=threads, enable_profiling=True,
-                                        profile_prefix=os.path.join(workdir, f"ort_profile_{name}"))
+                                        profile_prefix=os.path.join(workdir, f"ort_profile_{Path(path).stem}"))
         prof_seg(frames, audio)  # warm-up inside the profiled session
         prof_seg(frames, audio)
-        ort_profile = _ort_profile_by_op(prof_seg.end_profiling(), args.profile_rows)
-        # both runs are in the trace: halve the totals to get one clip
-        ort_profile["total_kernel_s"] /= 2
-        for row in ort_profile["top"]:
-            row["s"] /= 2
         result["profile_threads"] = threads
-        result["ort_profile_per_clip"] = ort_profile
-        result["torch_profile_per_clip"] = _torch_profile_by_op(torch, lambda: torch_seg(frames, audio),
-                                                                args.profile_rows)
+        # both runs are in the trace: per clip = half the totals
+        result["ort_profile_per_clip"] = _ort_profile_by_op(prof_seg.end_profiling(), args.profile_rows, runs=2)
+        result["torch_profile_per_clip"] = torch_profile(lambda: torch_seg(frames, audio), args.profile_rows)
     return result
 
 
@@ -211,16 +163,14 @@ def report(results: dict) -> str:
         for label, key in (("ONNX Runtime op type", "ort_profile_per_clip"),
                            ("PyTorch aten op (self CPU)", "torch_profile_per_clip")):
             prof = r[key]
-            lines += ["", f"{name}: {label}, one clip, {r['profile_threads']} threads", "",
-                      "| op | s | share |", "|---|---:|---:|"]
-            lines += [f"| {row['op']} | {row['s']:.3f} | {100 * row['share']:.1f}% |" for row in prof["top"]]
+            lines += ["", f"{name}: {label}, one clip, {r['profile_threads']} threads", ""] + profile_markdown(prof)
     return "\n".join(lines)
 
 
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--configs", nargs="+", default=list(CONFIGS),
-                        help=f"names ({', '.join(CONFIGS)}) or config files (default: {' '.join(CONFIGS)})")
+    parser.add_argument("--configs", nargs="+", default=list(DEFAULT_CONFIGS),
+                        help=f"names ({', '.join(CONFIGS)}) or config files (default: {' '.join(DEFAULT_CONFIGS)})")
     parser.add_argument("--frames", type=int, default=5, help="T (default 5)")
     parser.add_argument("--size", type=int, default=None,
                         help="frame side for every config (default: 224 for R50, 128 for tiny, else INPUT.IMAGE_SIZE)")
@@ -232,7 +182,7 @@ def main(argv=None) -> dict:
                         help="seconds of sleep before each timed clip (default 0.2)")
     parser.add_argument("--no-profile", dest="profile", action="store_false", help="skip the two profiles")
     parser.add_argument("--profile-rows", type=int, default=12, help="ops listed per profile (default 12)")
-    parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "onnx_speed.json"))
+    parser.add_argument("--out", default=str(RESULTS / "onnx_speed.json"))
     args = parser.parse_args(argv)
 
     import onnxruntime
@@ -247,8 +197,8 @@ def main(argv=None) -> dict:
     text = report(results)
     print(text)
     payload = {
-        "command": " ".join([".venv/bin/python", "bench/onnx_speed.py"] + list(argv if argv is not None else sys.argv[1:])),
-        "machine": {"cpu": _cpu_model(), "cpus": os.cpu_count(), "platform": platform.platform()},
+        "command": " ".join([".venv/bin/python", "-m", "bench.onnx_speed"] + list(argv if argv is not None else sys.argv[1:])),
+        "machine": machine(),
         "versions": {"torch": torch.__version__, "onnxruntime": onnxruntime.__version__},
         "loadavg_start": load_start,
         "loadavg_end": os.getloadavg(),
@@ -258,9 +208,7 @@ def main(argv=None) -> dict:
         "results": results,
         "markdown": text,
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(payload, indent=2))
+    out = write_json(args.out, payload)
     print(f"\nwrote {out}")
     return payload
 

@@ -1,14 +1,14 @@
-#!/usr/bin/env python
 """How AQFormer's cost grows with the input: time and peak memory per clip against resolution and T.
 
-    python bench/scaling.py [--config R50] [--sizes 224 320 448 512] [--frames-list 5 10 20] [--threads 2]
+    .venv/bin/python -m bench.scaling [--config R50] [--sizes 224 320 448 512] [--frames-list 5 10 20] [--threads 2]
 
-Two sweeps, each point in a FRESH subprocess (memory high-water marks must not mix), random weights,
-eval mode, ``torch.no_grad()``, one clip:
+Two sweeps, each point in a FRESH subprocess (memory high-water marks must not mix), random weights, one
+clip through the package's segmenter (``aqformer_d2.inference.build_segmenter``, eval mode,
+``torch.inference_mode``):
 - resolution: S x S frames for S in --sizes, T = --base-frames (5);
 - clip length: T in --frames-list at --base-size (224).
 
-Per point: median / min / max seconds of ``model([clip])`` over --repeats runs after --warmup runs, and peak
+Per point: median / min / max seconds of one clip over --repeats runs after --warmup runs, and peak
 RSS (``ru_maxrss`` after the runs minus ``ru_maxrss`` after building the model: activations and allocator
 overhead, not the weights). Each sweep's log-log least-squares slope is reported against the work measure
 it should follow: pixels per clip T*S^2 for both sweeps (the pixel path is designed to be linear in
@@ -23,51 +23,37 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from model_speed import CONFIGS, _clip, _setup  # noqa: E402  (same config names, model set-up and clip)
-
-MIB = 1024 ** 2
-
-
-def _max_rss_bytes() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
+from bench.common import CONFIGS, MIB, RESULTS, ROOT, bench_cfg, machine, max_rss_bytes, random_clip, timed, \
+    write_json
 
 
 def worker(args) -> dict:
     """One measurement point (runs in its own process)."""
-    torch, cfg = _setup(args)  # args.config / threads / frames
-    from detectron2.modeling import build_model
+    import torch
 
+    torch.set_num_threads(args.threads)
+    from aqformer_d2.inference import build_segmenter
+
+    cfg = bench_cfg(args.config, frames=args.frames, size=args.size)
     torch.manual_seed(0)
-    model = build_model(cfg).eval()
-    clip = _clip(torch, args)  # uint8 [T, 3, S, S] frames, [T, 1, 96, 64] audio
+    segmenter = build_segmenter(cfg)  # random initialisation (MODEL.WEIGHTS empty)
+    clip = random_clip(args.frames, args.size)  # uint8 [T, 3, S, S] frames, [T, 1, 96, 64] audio
     s = args.size
-    base_peak = _max_rss_bytes()
-    times = []
-    with torch.no_grad():
-        for i in range(args.warmup + args.repeats):
-            start = time.perf_counter()
-            model([clip])
-            if i >= args.warmup:
-                times.append(time.perf_counter() - start)
-    return {"size": s, "frames": args.frames, "pixels_per_clip": args.frames * s * s,
-            "time_s": {"median": statistics.median(times), "min": min(times), "max": max(times), "all": times},
-            "peak_activation_mib": (_max_rss_bytes() - base_peak) / MIB, "threads": torch.get_num_threads()}
+    base_peak = max_rss_bytes()
+    stats = timed(lambda: segmenter(clip["images"], clip["audio"]), args.warmup, args.repeats)
+    return {"size": s, "frames": args.frames, "pixels_per_clip": args.frames * s * s, "time_s": stats,
+            "peak_activation_mib": (max_rss_bytes() - base_peak) / MIB, "threads": torch.get_num_threads()}
 
 
 def run_point(args, size: int, frames: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "point.json"
-        cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", "--result-file", str(out),
+        cmd = [sys.executable, "-m", "bench.scaling", "--worker", "--result-file", str(out),
                "--config", args.config, "--size", str(size), "--frames", str(frames), "--threads", str(args.threads),
                "--warmup", str(args.warmup), "--repeats", str(args.repeats)]
         proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
@@ -129,7 +115,7 @@ def parse_args(argv=None):
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--out", default=str(ROOT / "bench" / "results" / "scaling.json"))
+    p.add_argument("--out", default=str(RESULTS / "scaling.json"))
     # worker mode (internal)
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--result-file", help=argparse.SUPPRESS)
@@ -144,7 +130,8 @@ def main(argv=None) -> int:
         Path(args.result_file).write_text(json.dumps(worker(args)))
         return 0
     result = {"config": args.config, "threads": args.threads, "warmup": args.warmup, "repeats": args.repeats,
-              "command": " ".join([Path(sys.argv[0]).name] + sys.argv[1:]), "loadavg_before": os.getloadavg()}
+              "command": " ".join([".venv/bin/python", "-m", "bench.scaling"] + list(argv if argv is not None else sys.argv[1:])),
+              "machine": machine(), "loadavg_before": os.getloadavg()}
     sweeps = {"resolution": [(s, args.base_frames) for s in args.sizes],
               "frames": [(args.base_size, t) for t in args.frames_list]}
     result["sweeps"] = {}
@@ -152,9 +139,7 @@ def main(argv=None) -> int:
         points = [run_point(args, size, frames) for size, frames in plan]
         result["sweeps"][name] = {"points": points, "fit": summarise(points)}
     result["loadavg_after"] = os.getloadavg()
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1))
+    out = write_json(args.out, result, indent=1)
     plot(result, out.with_suffix(".png"))
     lines = [f"| sweep | S | T | pixels/clip | s/clip (median) | peak activation MiB |", "|---|---:|---:|---:|---:|---:|"]
     for name, sweep in result["sweeps"].items():

@@ -1,7 +1,6 @@
-#!/usr/bin/env python
 """SynthAVS benchmark: does the tiny AQFormer find the sounding objects, and does it need the audio?
 
-    python bench/synthavs_benchmark.py [--tasks s4 ms3] [--iters 1500] [--controls swap blind vanilla]
+    .venv/bin/python -m bench.synthavs_benchmark [--tasks s4 ms3] [--iters 1500] [--controls swap blind vanilla]
 
 For each task (SynthAVS-S4, SynthAVS-MS3), in one run:
 - full:    tiny AQFormer trained --iters iterations, evaluated on the test split (M_J = mIoU, M_F = Fscore);
@@ -15,21 +14,15 @@ import argparse
 import json
 import logging
 import os
-import platform
 import sys
 import time
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(REPO, "tools"))
-sys.path.insert(0, REPO)  # this checkout's aqformer_d2, even where another one is pip-installed
+import torch
 
-import aqformer_d2  # noqa: E402,F401
-import torch  # noqa: E402
-
-from aqformer_d2.data.datasets import get_synthavs_root, register_audio_swapped  # noqa: E402
-from aqformer_d2.data.synthavs import generate_synthavs  # noqa: E402
-from aqformer_d2.engine import build_cfg, evaluate, train_and_evaluate  # noqa: E402
-from run_demo_job import SYNTHAVS_PARAMS  # noqa: E402
+from aqformer_d2.data.datasets import get_synthavs_root, register_audio_swapped
+from aqformer_d2.data.synthavs import BENCHMARK_PARAMS, generate_synthavs
+from aqformer_d2.engine import evaluate, train_and_evaluate
+from bench.common import RESULTS, bench_cfg, machine
 
 CONTROLS = ("swap", "blind", "vanilla")
 
@@ -42,7 +35,7 @@ def parse_args(argv=None):
     p.add_argument("--no-full", action="store_true",
                    help="run only the controls that train their own model (blind, vanilla), not the full model")
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--output", default=os.path.join(REPO, "bench", "results"))
+    p.add_argument("--output", default=str(RESULTS))
     p.add_argument("opts", nargs=argparse.REMAINDER, help="extra config overrides for every run")
     return p.parse_args(argv)
 
@@ -56,7 +49,7 @@ def run_one(task: str, variant: str, args, root: str) -> dict:
         opts += ["INPUT.AUDIO.ZERO_INPUT", "True"]
     if variant == "vanilla":
         opts += ["MODEL.AQ_TRANSFORMER_DECODER.QUERY_TYPE", "vanilla"]
-    cfg = build_cfg(os.path.join(REPO, "configs", "synthavs", f"aqformer_tiny_{task}.yaml"), opts)
+    cfg = bench_cfg(os.path.join("configs", "synthavs", f"aqformer_tiny_{task}.yaml"), opts, device=None)
     torch.manual_seed(0)
     model, results, seconds = train_and_evaluate(cfg)
     row = {"task": task, "variant": variant, "iterations": cfg.SOLVER.MAX_ITER,
@@ -78,7 +71,7 @@ def main(argv=None):
     torch.set_num_threads(args.threads)
     os.makedirs(args.output, exist_ok=True)
     root = get_synthavs_root()
-    generate_synthavs(root, progress=True, **SYNTHAVS_PARAMS)
+    generate_synthavs(root, progress=True, **BENCHMARK_PARAMS)
     rows = []
     start = time.perf_counter()
     for task in args.tasks:
@@ -89,16 +82,18 @@ def main(argv=None):
             rows.extend(run_one(task, variant, args, root))
     total = time.perf_counter() - start
     report = {
-        "command": "python bench/synthavs_benchmark.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch threads {args.threads}",
-        "synthavs": SYNTHAVS_PARAMS,
+        "command": ".venv/bin/python -m bench.synthavs_benchmark " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "machine": dict(machine(), torch_threads=args.threads),
+        "synthavs": BENCHMARK_PARAMS,
         "total_minutes": round(total / 60, 1),
         "rows": rows,
     }
     tag = "_".join(args.tasks) + ("_" + "_".join(args.controls) if args.no_full else "")
     with open(os.path.join(args.output, f"synthavs_benchmark_{tag}.json"), "w") as f:
         json.dump(report, f, indent=2)
-    print(f"\n{report['command']}\n{report['machine']}; total {report['total_minutes']} min\n")
+    m = report["machine"]
+    print(f"\n{report['command']}\n{m['cpu']} ({m['isa']}), {m['cpus']} cores, torch threads {args.threads}; "
+          f"total {report['total_minutes']} min\n")
     print("| task | variant | iterations x clips | train min | M_J (mIoU) | M_F (Fscore) |")
     print("|---|---|---|---|---|---|")
     for r in rows:

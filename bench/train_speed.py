@@ -1,9 +1,8 @@
-#!/usr/bin/env python
 """Training speed of the main job (``make demo``): frames per second of detectron2's trainer on the CPU.
 
-    .venv/bin/python bench/train_speed.py                       # tiny S4 config, 10 warm-up + 40 timed steps
-    .venv/bin/python bench/train_speed.py --steps 60 --profile  # also a torch.profiler table of 3 steps
-    .venv/bin/python bench/train_speed.py --steps 20 --parts    # also forward / forward+backward per model part
+    .venv/bin/python -m bench.train_speed                       # tiny S4 config, 10 warm-up + 40 timed steps
+    .venv/bin/python -m bench.train_speed --steps 60 --profile  # also a torch.profiler table of 3 steps
+    .venv/bin/python -m bench.train_speed --steps 20 --parts    # also forward / forward+backward per model part
 
 What it runs: the trainer of ``make demo`` (``AQFormerTrainer`` with ``configs/synthavs/aqformer_tiny_s4.yaml``,
 the same data loader, mapper, workers, optimizer, clipping and hooks), on a small SynthAVS-S4 generated
@@ -12,9 +11,9 @@ the cost of a step) under ``--data`` (default ``output/train_speed/data``, gener
 evaluation and checkpoints switched off. ``OMP_NUM_THREADS`` and ``torch.set_num_threads`` as the main
 job has them (``make demo`` exports OMP_NUM_THREADS=2; ``--threads`` overrides).
 
-glibc malloc: ``--malloc tuned`` (default) runs with the settings of ``aqformer_d2/utils/malloc_env.py``,
-which the Makefile exports for ``make demo``; ``--malloc default`` with glibc's defaults (how the main job
-ran before those settings). The script restarts itself when its environment does not match.
+glibc malloc: ``--malloc tuned`` (default) runs with the settings of ``bench/malloc_env.py``, which the
+Makefile exports for ``make demo``; ``--malloc default`` with glibc's defaults. The script restarts itself
+when its environment does not match.
 
 What it reports, from detectron2's own per-iteration records (``time`` of the IterationTimer hook,
 ``data_time`` of SimpleTrainer), over the timed steps only (the first ``--warmup`` are dropped):
@@ -25,15 +24,13 @@ different code can be checked to follow the same loss curve (same seed: the same
 ``--out`` (default bench/results/train_speed.json); the load average before and after is recorded.
 """
 import argparse
-import json
 import os
 import statistics
 import sys
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from bench import malloc_env
+from bench.common import ROOT
 
 
 def parse_args(argv=None):
@@ -50,7 +47,7 @@ def parse_args(argv=None):
     p.add_argument("--parts", action="store_true",
                    help="forward and forward+backward time of each part of the model on one batch's real inputs")
     p.add_argument("--malloc", choices=["tuned", "default"], default="tuned",
-                   help="tuned: glibc malloc settings of aqformer_d2/utils/malloc_env.py, as `make demo` runs "
+                   help="tuned: glibc malloc settings of bench/malloc_env.py, as `make demo` runs "
                         "(the script restarts itself with them); default: glibc's defaults")
     p.add_argument("--out", default="bench/results/train_speed.json")
     p.add_argument("opts", nargs=argparse.REMAINDER, help="extra config overrides KEY VALUE ...")
@@ -65,18 +62,6 @@ PARTS = ("backbone", "audio_encoder", "pixel_decoder", "pixel_decoder.encoder", 
          "pixel_decoder.output_conv", "predictor", "criterion")
 
 
-def _leaves(obj, fn):
-    import torch  # imported by main() after OMP_NUM_THREADS is set
-
-    if isinstance(obj, torch.Tensor):
-        return fn(obj)
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(_leaves(v, fn) for v in obj)
-    if isinstance(obj, dict):
-        return {k: _leaves(v, fn) for k, v in obj.items()}
-    return obj
-
-
 def part_times(trainer, repeats: int = 9) -> dict:
     """Median forward and forward + backward seconds of each of PARTS (those the model has) called alone on
     the inputs it received in one training forward (captured with forward pre-hooks, detached, floating
@@ -84,74 +69,57 @@ def part_times(trainer, repeats: int = 9) -> dict:
     gradient."""
     import torch
 
+    from bench.common import capture_inputs, map_tensors, timed
+
     model = trainer._trainer.model
     names = [n for n in PARTS if n in dict(model.named_modules())]
-    captured, handles = {}, []
-    for name in names:
-        handles.append(model.get_submodule(name).register_forward_pre_hook(
-            lambda m, a, kw, name=name: captured.__setitem__(name, (a, kw)), with_kwargs=True))
     batch = next(trainer._trainer._data_loader_iter)
-    model(batch)
-    for h in handles:
-        h.remove()
+    captured = capture_inputs(model, names, lambda: model(batch))
     leaf = lambda t: t.detach().requires_grad_(t.is_floating_point())  # noqa: E731
     out = {}
     for name in names:
         module = model.get_submodule(name)
-        args, kwargs = _leaves(captured[name], leaf)
+        args, kwargs = map_tensors(captured[name], leaf)
 
         def run(backward: bool):
             result = module(*args, **kwargs)
             grads = []
-            _leaves(result, lambda t: grads.append(t.sum()) if t.requires_grad else None)
+            map_tensors(result, lambda t: grads.append(t.sum()) if t.requires_grad else None)
             if backward and grads:
                 torch.autograd.backward(grads)
 
-        times = {}
-        for label, backward in (("forward_s", False), ("forward_backward_s", True)):
-            run(backward)
-            samples = []
-            for _ in range(repeats):
-                start = time.perf_counter()
-                run(backward)
-                samples.append(time.perf_counter() - start)
-            times[label] = statistics.median(samples)
-        out[name] = times
+        out[name] = {label: timed(lambda: run(backward), 1, repeats)["median"]
+                     for label, backward in (("forward_s", False), ("forward_backward_s", True))}
     model.zero_grad(set_to_none=True)
     return out
 
 
-def profile_steps(trainer, steps: int, rows: int = 20):
+def profile_steps(trainer, steps: int, rows: int = 20) -> dict:
+    """torch.profiler table of ``steps`` more training steps, per step (:func:`bench.common.torch_profile`)."""
     from detectron2.utils.events import EventStorage
-    from torch.profiler import ProfilerActivity, profile
 
-    with EventStorage(trainer.iter), profile(activities=[ProfilerActivity.CPU]) as prof:
-        for _ in range(steps):
-            trainer._trainer.run_step()
-    events = sorted(prof.key_averages(), key=lambda e: -e.self_cpu_time_total)
-    total = sum(e.self_cpu_time_total for e in events)
-    return [{"op": e.key, "self_cpu_ms_per_step": e.self_cpu_time_total / 1e3 / steps,
-             "self_share": e.self_cpu_time_total / total, "calls_per_step": e.count / steps} for e in events[:rows]]
+    from bench.common import torch_profile
+
+    def run():
+        with EventStorage(trainer.iter):
+            for _ in range(steps):
+                trainer._trainer.run_step()
+
+    return torch_profile(run, rows, steps=steps)
 
 
 def restart_with_malloc_env(mode: str, argv) -> tuple:
     """glibc reads its malloc settings at process start: if this process's environment does not match
-    ``mode`` ("tuned" = aqformer_d2/utils/malloc_env.py's MALLOC_ENV, "default" = none of them), start this
-    script again in its place with the matching environment. Returns the names of the malloc variables
-    (for the record) when no restart was needed."""
-    import importlib.util
-
-    # the module file alone (no package import, which would load torch before the restart)
-    spec = importlib.util.spec_from_file_location("malloc_env", ROOT / "aqformer_d2" / "utils" / "malloc_env.py")
-    malloc_env = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(malloc_env)
+    ``mode`` ("tuned" = bench/malloc_env.py's MALLOC_ENV, "default" = none of them), start this script
+    again in its place with the matching environment (torch is not loaded yet). Returns the names of the
+    malloc variables (for the record) when no restart was needed."""
     env = malloc_env.with_malloc_env(os.environ) if mode == "tuned" else malloc_env.without_malloc_env(os.environ)
     if env != dict(os.environ):
         if os.environ.get("AQ_TRAIN_SPEED_RESTARTED"):
             raise RuntimeError(f"train_speed: could not set the malloc environment for --malloc {mode}")
         env["AQ_TRAIN_SPEED_RESTARTED"] = "1"
         sys.stdout.flush()
-        os.execve(sys.executable, [sys.executable, str(Path(__file__).resolve())] + list(argv), env)
+        os.execve(sys.executable, [sys.executable, "-m", "bench.train_speed"] + list(argv), env)
     return tuple(malloc_env.MALLOC_ENV)
 
 
@@ -164,42 +132,25 @@ def main(argv=None) -> int:
     import torch
 
     torch.set_num_threads(threads)
-    import aqformer_d2  # noqa: F401  (registration)
-    from aqformer_d2.data.synthavs import generate_synthavs
-    from aqformer_d2.engine import build_cfg
-    from aqformer_d2.engine.trainer import AQFormerTrainer
+    from bench.common import bench_cfg, machine, profile_markdown, synthavs_s4, train_steps, write_json
 
-    sys.path.insert(0, str(ROOT / "tools"))
-    from run_demo_job import SYNTHAVS_PARAMS  # the main job's SynthAVS parameters
-
-    data = str(ROOT / args.data)
-    params = dict(SYNTHAVS_PARAMS, variant="s4")
-    generate_synthavs(data, n_train=args.clips, n_val=8, n_test=8, **params)
-
+    data = synthavs_s4(str(ROOT / args.data), args.clips)  # the main job's SynthAVS parameters
     total_iters = args.warmup + args.steps
-    cfg = build_cfg(str(ROOT / args.config_file), [
+    cfg = bench_cfg(args.config_file, [
         "DATASETS.SYNTHAVS_ROOT", data, "OUTPUT_DIR", str(ROOT / args.work_dir), "DATASETS.TEST", "()",
         "TEST.EVAL_PERIOD", "0", "SOLVER.MAX_ITER", str(total_iters), "SOLVER.CHECKPOINT_PERIOD", "1000000",
-    ] + list(args.opts))
+    ] + list(args.opts), device=None)
     load_before = os.getloadavg()
-    # the model's initial weights from SEED, as the main job draws them (tools/run_demo_job.py), so that two
-    # runs with the same SEED start from the same weights and see the same data
-    torch.manual_seed(cfg.SEED if cfg.SEED >= 0 else 0)
-    trainer = AQFormerTrainer(cfg)
-    trainer.resume_or_load(resume=False)
-    start = time.perf_counter()
-    trainer.train()
-    wall = time.perf_counter() - start
+    # the model's initial weights from SEED, as the main job draws them, so that two runs with the same SEED
+    # start from the same weights and see the same data
+    run = train_steps(cfg, args.warmup)
+    trainer, wall = run["trainer"], run["wall_s"]
     load_after = os.getloadavg()
-
-    hist = trainer.storage.histories()
-    step_times = [v for v, it in hist["time"].values() if it >= args.warmup]
-    data_times = [v for v, it in hist["data_time"].values() if it >= args.warmup]
-    losses = [v for v, it in hist["total_loss"].values()]
+    step_times, data_times, losses = run["step_s"], run["data_s"], run["loss_per_step"]
     frames_per_step = cfg.SOLVER.IMS_PER_BATCH * cfg.MODEL.AQFORMER.NUM_FRAMES
     med = statistics.median(step_times)
     result = {
-        "command": " ".join([sys.executable] + sys.argv),
+        "command": " ".join([".venv/bin/python", "-m", "bench.train_speed"] + list(argv)), "machine": machine(),
         "config": args.config_file, "threads": torch.get_num_threads(), "torch": torch.__version__,
         "ims_per_batch": cfg.SOLVER.IMS_PER_BATCH, "num_frames": cfg.MODEL.AQFORMER.NUM_FRAMES,
         "image_size": cfg.INPUT.IMAGE_SIZE, "num_workers": cfg.DATALOADER.NUM_WORKERS,
@@ -216,9 +167,7 @@ def main(argv=None) -> int:
         result["profile_top_ops"] = profile_steps(trainer, 3)
     if args.parts:
         result["part_times"] = part_times(trainer)
-    out = ROOT / args.out
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1))
+    out = write_json(ROOT / args.out, result, indent=1)
     s = result["step_s"]
     print(f"{args.config_file}: {threads} threads, batch {cfg.SOLVER.IMS_PER_BATCH} x T={cfg.MODEL.AQFORMER.NUM_FRAMES}"
           f" at {cfg.INPUT.IMAGE_SIZE} px; {args.steps} timed steps after {args.warmup}")
@@ -226,9 +175,8 @@ def main(argv=None) -> int:
           f"data {result['data_s_median']:.3f} s; {result['frames_per_s']:.1f} frames/s; "
           f"load {load_before[0]:.2f} -> {load_after[0]:.2f}")
     print("loss per step:", " ".join(f"{v:.3f}" for v in losses))
-    for row in result.get("profile_top_ops", []):
-        print(f"  {row['op']:<45} {row['self_cpu_ms_per_step']:8.1f} ms/step {row['self_share']:6.1%} "
-              f"{row['calls_per_step']:7.0f} calls/step")
+    if "profile_top_ops" in result:
+        print("\n".join(["torch.profiler, per step:"] + profile_markdown(result["profile_top_ops"])))
     for name, t in result.get("part_times", {}).items():
         print(f"  {name:<28} forward {t['forward_s'] * 1e3:6.1f} ms  forward+backward {t['forward_backward_s'] * 1e3:6.1f} ms")
     print(f"wrote {out}")

@@ -24,6 +24,9 @@ gives one 0.96 s VGGish log-mel example. A clip is T = MODEL.AQFORMER.NUM_FRAMES
 clip with fewer seconds is padded by repeating its last frame and last audio example (AVSBench pads
 audio the same way) and the padded frames' masks are dropped.
 
+Reading the input and the clip loop are the package's (``aqformer_d2.inference``: ``load_video`` /
+``load_frame_files``, ``predict_video``); this script is the command line and writes the outputs.
+
 Outputs in --output:
     overlay.mp4   the masks blended over the ORIGINAL frames at the original frame rate (the mask of
                   second s on every frame of that second), H.264, with the original audio as AAC
@@ -40,7 +43,6 @@ import math
 import os
 import sys
 import time
-from fractions import Fraction
 from typing import Iterator, List, Optional
 
 import cv2
@@ -49,34 +51,22 @@ import torch
 import tqdm
 from PIL import Image
 
-import aqformer_d2  # noqa: F401  (registers the components; must precede detectron2.layers users)
-from aqformer_d2 import add_aqformer_config
-from aqformer_d2.audio.video import (
-    FRAME_POSITIONS,
-    iter_video_frames,
-    load_audio_mono,
-    probe_video,
-    sample_frames_per_second,
-    write_video,
-)
-from detectron2.config import get_cfg
-from detectron2.utils.logger import setup_logger
-
+from aqformer_d2.audio.video import FRAME_POSITIONS, iter_video_frames, write_video
+from aqformer_d2.engine import build_cfg
 from aqformer_d2.inference import (
     BACKENDS,
-    ClipSegmenter,
+    VideoInput,
     build_segmenter,
-    clip_audio,
-    clip_frames,
     list_frame_folder,
+    load_frame_files,
+    load_video,
     plan_clips,
+    predict_video,
     read_rgb,
-    resize_frame,
-    resize_probs,
 )
+from detectron2.utils.logger import setup_logger
 
 LOGGER_NAME = "aqformer_demo"
-MODEL_SAMPLE_RATE = 16000
 OVERLAY_COLOR = np.array([255, 40, 40], np.uint8)  # RGB of the sounding-object tint (blended 50 %)
 _TIME_EPS = 1e-6
 
@@ -130,18 +120,13 @@ def get_parser() -> argparse.ArgumentParser:
 
 
 def setup_cfg(args):
-    cfg = get_cfg()
-    add_aqformer_config(cfg)
     if not os.path.isfile(args.config_file):
         raise FileNotFoundError(f"{args.config_file}: config file not found")
-    cfg.merge_from_file(args.config_file)
     if len(args.opts) % 2:
         raise ValueError(f"--opts needs KEY VALUE pairs, got an odd number of items: {args.opts}")
-    cfg.merge_from_list(args.opts)
-    cfg.MODEL.DEVICE = args.device
+    cfg = build_cfg(args.config_file, list(args.opts) + ["MODEL.DEVICE", args.device])
     if cfg.INPUT.FORMAT not in ("RGB", "BGR"):
         raise ValueError(f"{args.config_file}: INPUT.FORMAT = {cfg.INPUT.FORMAT!r}; the demo supports 'RGB' and 'BGR'")
-    cfg.freeze()
     return cfg
 
 
@@ -196,81 +181,24 @@ class _MaskBySecond:
         return self._mask
 
 
-def _load_inputs(args, segmenter: ClipSegmenter, logger: logging.Logger) -> dict:
-    """Decode frames (one per second, resized for the model) and the 16 kHz mono audio."""
-
-    def preprocess(rgb: np.ndarray) -> np.ndarray:  # [h, w, 3] RGB -> [3, H, W] in the model's channel order
-        return resize_frame(rgb, segmenter.height, segmenter.width, segmenter.input_format)
-
+def _load_inputs(args, segmenter, logger: logging.Logger) -> VideoInput:
+    """--input (a video, or a folder of frames with --audio) sampled at one frame per second."""
     if os.path.isdir(args.input):
         if args.audio is None:
             raise ValueError(f"{args.input}: a frames folder needs an audio file (--audio)")
-        files = list_frame_folder(args.input)
-        frames, height, width = [], None, None
-        for path in files:
-            rgb = read_rgb(path)
-            if height is None:
-                height, width = rgb.shape[:2]
-            elif rgb.shape[:2] != (height, width):
-                raise ValueError(
-                    f"{path}: frame size {rgb.shape[1]}x{rgb.shape[0]} differs from the first frame's "
-                    f"{width}x{height} ({files[0]})"
-                )
-            frames.append(preprocess(rgb))
-        waveform = load_audio_mono(args.audio, MODEL_SAMPLE_RATE)
-        return {
-            "input_type": "frames",
-            "frame_files": files,
-            "frames": frames,
-            "times": [float(s) for s in range(len(files))],
-            "height": height,
-            "width": width,
-            "fps": Fraction(1),
-            "duration": float(len(files)),
-            "num_video_frames": len(files),
-            "waveform": waveform,
-            "audio_path": args.audio,
-            "audio_origin": None,
-            "frame_sampling": "every image of the folder is one second (natural file-name order)",
-        }
+        return load_frame_files(list_frame_folder(args.input), args.audio, segmenter)
     if not os.path.isfile(args.input):
         raise FileNotFoundError(f"{args.input}: input video / frames folder not found")
-    info = probe_video(args.input)
-    if args.audio is None and not info.has_audio:
-        raise ValueError(
-            f"{args.input}: the video has no audio stream; AQFormer needs sound (pass --audio FILE)"
-        )
-    sampled = sample_frames_per_second(args.input, args.frame_position, transform=preprocess)
-    if sampled.repeated_seconds:
-        logger.warning(
-            "seconds %s hold no frame of their own; they repeat the frame on screen", sampled.repeated_seconds
-        )
-    if args.audio is None:
-        audio_path, origin = args.input, info.start_time
-    else:
-        audio_path, origin = args.audio, None
-    waveform = load_audio_mono(audio_path, MODEL_SAMPLE_RATE, origin=origin)
-    duration = info.duration if info.duration > 0 else sampled.last_time + 1.0 / float(info.fps)
-    return {
-        "input_type": "video",
-        "frame_files": None,
-        "frames": sampled.frames,
-        "times": [round(t, 6) for t in sampled.times],
-        "height": sampled.height,
-        "width": sampled.width,
-        "fps": info.fps,
-        "duration": duration,
-        "num_video_frames": sampled.num_decoded,
-        "waveform": waveform,
-        "audio_path": audio_path,
-        "audio_origin": origin,
-        "frame_sampling": f"one frame per second: the {args.frame_position} frame whose time falls in [s, s + 1)",
-    }
+    video = load_video(args.input, segmenter, args.frame_position, args.audio)
+    if video.repeated_seconds:
+        logger.warning("seconds %s hold no frame of their own; they repeat the frame on screen",
+                       list(video.repeated_seconds))
+    return video
 
 
-def _overlay_frames(args, data: dict, masks: _MaskBySecond) -> Iterator[np.ndarray]:
-    if data["input_type"] == "frames":
-        for sec, path in enumerate(data["frame_files"]):
+def _overlay_frames(args, data: VideoInput, masks: _MaskBySecond) -> Iterator[np.ndarray]:
+    if data.input_type == "frames":
+        for sec, path in enumerate(data.frame_files):
             yield _blend(read_rgb(path), masks(sec))
     else:
         for t, rgb in iter_video_frames(args.input):
@@ -290,13 +218,13 @@ def main(argv: Optional[List[str]] = None) -> dict:
     num_frames = segmenter.num_frames
     threshold = float(cfg.MODEL.AQFORMER.MASK_THRESHOLD)
     data = _load_inputs(args, segmenter, logger)
-    num_seconds = len(data["frames"])
-    plans = plan_clips(num_seconds, num_frames)
-    audio_seconds = data["waveform"].shape[0] / MODEL_SAMPLE_RATE
+    num_seconds = data.num_seconds
+    plans = plan_clips(num_seconds, num_frames)  # the clips predict_video runs, for the log and the progress bar
+    audio_seconds = data.audio_seconds
     logger.info(
         "%s: %dx%d, %.3f fps, %.2f s, %d sampled frames -> %d clip(s) of %d s; audio %.2f s from %s",
-        args.input, data["width"], data["height"], float(data["fps"]), data["duration"], num_seconds,
-        len(plans), num_frames, audio_seconds, data["audio_path"],
+        args.input, data.width, data.height, float(data.fps), data.duration, num_seconds,
+        len(plans), num_frames, audio_seconds, data.audio_path,
     )
     if audio_seconds + 1.0 < num_seconds:
         logger.warning("the audio (%.2f s) ends before the video (%d s); missing seconds repeat the last example",
@@ -312,14 +240,12 @@ def main(argv: Optional[List[str]] = None) -> dict:
     os.makedirs(mask_dir, exist_ok=True)
     mask_paths: List[str] = [""] * num_seconds
     clip_records = []
-    for plan in tqdm.tqdm(plans, desc="AQFormer clips", unit="clip", disable=args.no_progress):
-        images = clip_frames(data["frames"], plan)  # [T, 3, S, S] uint8
-        audio, num_examples = clip_audio(data["waveform"], MODEL_SAMPLE_RATE, plan)  # [T, 1, 96, 64]
-        probs = segmenter(images, audio)  # [T, S, S]
-        probs = resize_probs(probs[: len(plan.seconds)], data["height"], data["width"])  # [n, height, width]
+    predictions = predict_video(segmenter, data)
+    for pred in tqdm.tqdm(predictions, total=len(plans), desc="AQFormer clips", unit="clip", disable=args.no_progress):
+        plan = pred.plan
         fg_fraction, names = [], []
         for i, sec in enumerate(plan.seconds):
-            mask = probs[i] > threshold  # [height, width]
+            mask = pred.probs[i] > threshold  # [height, width]
             name = f"clip{plan.index:04d}_sec{sec:05d}.png"
             Image.fromarray(mask.astype(np.uint8) * 255, mode="L").save(os.path.join(mask_dir, name))
             mask_paths[sec] = os.path.join(mask_dir, name)
@@ -329,12 +255,12 @@ def main(argv: Optional[List[str]] = None) -> dict:
             {
                 "index": plan.index,
                 "seconds": plan.seconds,
-                "time_range": [float(plan.seconds[0]), float(min(plan.seconds[-1] + 1, data["duration"]))],
-                "frame_times": [data["times"][s] for s in plan.seconds],
+                "time_range": [float(plan.seconds[0]), float(min(plan.seconds[-1] + 1, data.duration))],
+                "frame_times": [data.times[s] for s in plan.seconds],
                 "padded": plan.padded,
                 "num_padded_frames": plan.num_padded,
-                "num_audio_examples": num_examples,
-                "num_padded_audio_examples": num_frames - num_examples,
+                "num_audio_examples": pred.num_audio_examples,
+                "num_padded_audio_examples": num_frames - pred.num_audio_examples,
                 "foreground_fraction": fg_fraction,
                 "mask_files": names,
             }
@@ -350,16 +276,16 @@ def main(argv: Optional[List[str]] = None) -> dict:
     overlay = write_video(
         overlay_path,
         _overlay_frames(args, data, _MaskBySecond(mask_paths)),
-        data["width"],
-        data["height"],
-        data["fps"],
-        audio_path=data["audio_path"],
-        audio_origin=data["audio_origin"],
+        data.width,
+        data.height,
+        data.fps,
+        audio_path=data.audio_path,
+        audio_origin=data.audio_origin,
     )
     summary = {
         "input": os.path.abspath(args.input),
-        "input_type": data["input_type"],
-        "audio": os.path.abspath(data["audio_path"]),
+        "input_type": data.input_type,
+        "audio": os.path.abspath(data.audio_path),
         "config_file": os.path.abspath(args.config_file),
         "opts": list(args.opts),
         "weights": weights or None,
@@ -367,14 +293,14 @@ def main(argv: Optional[List[str]] = None) -> dict:
         "backend": args.backend,
         "onnx": os.path.abspath(args.onnx) if args.onnx else None,
         "device": args.device,
-        "width": data["width"],
-        "height": data["height"],
-        "fps": float(data["fps"]),
-        "fps_fraction": str(data["fps"]),
-        "duration": round(float(data["duration"]), 6),
-        "num_video_frames": data["num_video_frames"],
+        "width": data.width,
+        "height": data.height,
+        "fps": float(data.fps),
+        "fps_fraction": str(data.fps),
+        "duration": round(float(data.duration), 6),
+        "num_video_frames": data.num_video_frames,
         "audio_duration": round(audio_seconds, 6),
-        "frame_sampling": data["frame_sampling"],
+        "frame_sampling": data.frame_sampling,
         "clip_length": num_frames,
         "image_size": segmenter.height,
         "mask_threshold": threshold,

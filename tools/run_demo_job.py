@@ -17,18 +17,18 @@ import sys
 import time
 
 import aqformer_d2  # noqa: F401  (registration; before detectron2.engine)
+import numpy as np
 import torch
 from detectron2.data import DatasetCatalog
 
-from aqformer_d2.data import build_aq_dataset_mapper
 from aqformer_d2.data.datasets import get_synthavs_root
-from aqformer_d2.data.synthavs import generate_synthavs
+from aqformer_d2.data.datasets.register_avsbench import read_avs_mask
+from aqformer_d2.data.synthavs import BENCHMARK_PARAMS, generate_synthavs
 from aqformer_d2.engine import build_cfg, read_loss_history, train_and_evaluate
+from aqformer_d2.inference import TorchSegmenter, load_frame_files, predict_video, read_rgb
 from aqformer_d2.utils.visualize import clip_overlay_grid, save_loss_curve
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# The SynthAVS parameters of the main job and of bench/synthavs_benchmark.py.
-SYNTHAVS_PARAMS = dict(variant="both", seed=0, image_size=128, num_categories=8, snr_db=10.0)
 
 
 def parse_args(argv=None):
@@ -44,21 +44,20 @@ def parse_args(argv=None):
 
 
 def make_overlays(cfg, model, dataset_name: str, count: int, path: str) -> None:
-    """Ground truth vs thresholded prediction on the first ``count`` clips of ``dataset_name``."""
-    mapper = build_aq_dataset_mapper(cfg, is_train=False)
+    """Ground truth vs thresholded prediction on the first ``count`` clips of ``dataset_name``: each clip's
+    frame files and sound track run through the package's video loop (``predict_video``), as the demo runs
+    a folder of frames and an audio file."""
+    size = int(cfg.INPUT.IMAGE_SIZE)
+    segmenter = TorchSegmenter(model=model, height=size, width=size, input_format=cfg.INPUT.FORMAT,
+                               source=f"the model trained in {cfg.OUTPUT_DIR}")
     clips = []
-    model.eval()
     for d in DatasetCatalog.get(dataset_name)[:count]:
-        inp = mapper(d)
-        with torch.no_grad():
-            probs = model([inp])[0]["sound_probs"]  # [T, H0, W0]
-        frames = inp["images"].permute(0, 2, 3, 1).numpy()  # [T, H, W, 3] RGB at model size
-        size = frames.shape[1:3]
-        pred = torch.nn.functional.interpolate(probs[None], size=size, mode="bilinear", align_corners=False)[0]
-        masks = inp.get("masks")
-        valid = inp.get("mask_valid")
-        gt = [None if masks is None or not bool(valid[t]) else masks[t].numpy() > 0 for t in range(len(frames))]
-        clips.append({"frames": frames, "gt": gt, "pred": (pred > cfg.MODEL.AQFORMER.MASK_THRESHOLD).numpy(),
+        video = load_frame_files(d["frame_files"], d["audio_wav_file"], segmenter)
+        probs = np.concatenate([p.probs for p in predict_video(segmenter, video)])  # [T, H0, W0]
+        frames = np.stack([read_rgb(f) for f in d["frame_files"]])  # [T, H0, W0, 3] RGB
+        mask_files = d.get("mask_files") or [None] * len(frames)
+        gt = [None if m is None else read_avs_mask(m) > 0 for m in mask_files]  # [H0, W0] each
+        clips.append({"frames": frames, "gt": gt, "pred": probs > cfg.MODEL.AQFORMER.MASK_THRESHOLD,
                       "title": d["video_id"]})
     clip_overlay_grid(clips).save(path)
 
@@ -75,7 +74,7 @@ def main(argv=None) -> dict:
     sizes = {}
     if args.synthavs_clips is not None:
         sizes = dict(zip(("n_train", "n_val", "n_test"), args.synthavs_clips))
-    manifest = generate_synthavs(root, progress=True, **SYNTHAVS_PARAMS, **sizes)
+    manifest = generate_synthavs(root, progress=True, **BENCHMARK_PARAMS, **sizes)
     log.info("SynthAVS at %s (%s, %.1f s)", root, "already there" if manifest.get("skipped") else "generated",
              time.perf_counter() - t0)
 

@@ -1,10 +1,12 @@
-"""Clip-level inference shared by the demo, the ONNX export and the benchmarks.
+"""Clip-level and video-level inference shared by the demo, the main job, the ONNX export and the benchmarks.
 
 * :mod:`.clips`: clip planning (T seconds per clip, padding of the last one), frame resizing, VGGish
   examples per clip, resizing of the probabilities to the frame size.
 * :mod:`.clip_module`: :class:`ClipSegmentationModule`, one clip of fixed T, H, W through AQFormer on tensors.
 * :mod:`.onnx_export`: :func:`export_clip_onnx` and the metadata that records T, H, W.
 * :mod:`.segmenter`: :class:`ClipSegmenter` with a PyTorch eager and an ONNX Runtime backend.
+* :mod:`.video`: a whole video through a segmenter: :func:`load_video` / :func:`load_frame_files` and the clip
+  loop :func:`predict_video` (plan -> frames -> audio -> segmenter -> resize back).
 
 Import direction: this package imports ``aqformer_d2.modeling`` (through detectron2's ``build_model``),
 ``aqformer_d2.checkpoint`` and ``aqformer_d2.audio``; ``data``, ``evaluation``, ``audio``, ``utils`` and
@@ -31,16 +33,20 @@ from .segmenter import (
     build_inference_model,
     build_segmenter,
 )
+from .video import MODEL_SAMPLE_RATE, ClipPrediction, VideoInput, load_frame_files, load_video, predict_video
 
 __all__ = [
     "BACKENDS",
     "ClipPlan",
+    "ClipPrediction",
     "ClipSegmentationModule",
     "ClipSegmenter",
     "DEFAULT_OPSET",
     "INPUT_FORMATS",
+    "MODEL_SAMPLE_RATE",
     "OnnxRuntimeSegmenter",
     "TorchSegmenter",
+    "VideoInput",
     "build_inference_model",
     "build_segmenter",
     "check_graph_inputs",
@@ -48,9 +54,12 @@ __all__ = [
     "clip_frames",
     "export_clip_onnx",
     "list_frame_folder",
+    "load_frame_files",
+    "load_video",
     "padded_size",
     "parse_clip_metadata",
     "plan_clips",
+    "predict_video",
     "read_rgb",
     "resize_frame",
     "resize_probs",

@@ -2,14 +2,10 @@
 and one real (3-iteration) run end to end on a tiny SynthAVS."""
 import json
 import os
-import sys
 
 import pytest
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, os.path.join(REPO, "bench"))
-
-import ablations as ab  # noqa: E402
+from bench import ablations as ab
 
 
 def _protocols(plan):

@@ -1,16 +1,11 @@
 """bench/audio_attribution.py end to end: a 2-iteration full model from bench/ablations.py, evaluated with
 its own audio and with another clip's audio in each pathway and in all three."""
 import json
-import os
-import sys
 
 import pytest
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, os.path.join(REPO, "bench"))
-
-import ablations as ab  # noqa: E402
-import audio_attribution as aa  # noqa: E402
+from bench import ablations as ab
+from bench import audio_attribution as aa
 
 
 def test_attribution_on_a_saved_full_model(tmp_path):
@@ -32,5 +27,5 @@ def test_attribution_on_a_saved_full_model(tmp_path):
 
 
 def test_missing_model_names_the_command_that_makes_it(tmp_path):
-    with pytest.raises(SystemExit, match="bench/ablations.py --tasks ms3 --rows d:n3 --seeds 0"):
+    with pytest.raises(SystemExit, match="-m bench.ablations --tasks ms3 --rows d:n3 --seeds 0"):
         aa.main(["--tasks", "ms3", "--work-dir", str(tmp_path), "--output", str(tmp_path / "o")])

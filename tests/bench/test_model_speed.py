@@ -1,12 +1,7 @@
 """bench/model_speed.py: the goals it evaluates, and one real (tiny) run."""
 import json
-import os
-import sys
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, os.path.join(REPO, "bench"))
-
-import model_speed  # noqa: E402
+from bench import model_speed
 
 
 def _result(model_s, backbone_s, gflops):
@@ -44,9 +39,9 @@ def test_tiny_run_writes_times_parts_and_markdown(tmp_path):
 
 
 def test_malloc_settings_reach_the_workers(tmp_path, monkeypatch):
-    """--malloc tuned starts the measured processes with aqformer_d2/utils/malloc_env.py's settings,
+    """--malloc tuned starts the measured processes with bench/malloc_env.py's settings,
     --malloc default without them (even when the caller's environment has them)."""
-    from aqformer_d2.utils.malloc_env import MALLOC_ENV
+    from bench.malloc_env import MALLOC_ENV
 
     seen = {}
 

@@ -1,14 +1,9 @@
 """bench/scaling.py: slope fits, and one real (tiny) point measured in a subprocess."""
 import json
-import os
-import sys
 
 import pytest
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, os.path.join(REPO, "bench"))
-
-import scaling  # noqa: E402
+from bench import scaling
 
 
 def test_loglog_slope_recovers_power_laws():

@@ -9,7 +9,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 def test_short_run_records_step_times_losses_and_frames_per_second(tmp_path):
     out = tmp_path / "train_speed.json"
-    cmd = [sys.executable, os.path.join(REPO, "bench", "train_speed.py"), "--warmup", "2", "--steps", "2",
+    cmd = [sys.executable, "-m", "bench.train_speed", "--warmup", "2", "--steps", "2",
            "--threads", "1", "--clips", "8", "--data", str(tmp_path / "data"), "--work-dir", str(tmp_path / "run"),
            "--parts", "--out", str(out), "SOLVER.IMS_PER_BATCH", "2", "SEED", "3"]
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
@@ -24,7 +24,7 @@ def test_short_run_records_step_times_losses_and_frames_per_second(tmp_path):
     assert abs(result["frames_per_s"] - 2 * result["num_frames"] / step["median"]) < 1e-9
     assert "frames/s" in proc.stdout
     # --malloc tuned (the default): the run restarted itself with the malloc settings make demo has
-    from aqformer_d2.utils.malloc_env import MALLOC_ENV, with_malloc_env
+    from bench.malloc_env import MALLOC_ENV, with_malloc_env
 
     expected = with_malloc_env(os.environ)
     assert result["malloc"] == "tuned" and result["malloc_env"] == {k: expected[k] for k in MALLOC_ENV}
@@ -42,7 +42,7 @@ def test_same_seed_starts_from_the_same_weights(tmp_path):
     losses = {}
     for name, seed in (("a", "3"), ("b", "3"), ("c", "4")):
         out = tmp_path / f"{name}.json"
-        cmd = [sys.executable, os.path.join(REPO, "bench", "train_speed.py"), "--warmup", "2", "--steps", "2",
+        cmd = [sys.executable, "-m", "bench.train_speed", "--warmup", "2", "--steps", "2",
                "--threads", "1", "--clips", "8", "--data", str(tmp_path / "data"), "--work-dir", str(tmp_path / name),
                "--out", str(out), "SOLVER.IMS_PER_BATCH", "2", "SEED", seed]
         proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
@@ -53,6 +53,6 @@ def test_same_seed_starts_from_the_same_weights(tmp_path):
 
 
 def test_rejects_a_warmup_detectron2_does_not_time():
-    proc = subprocess.run([sys.executable, os.path.join(REPO, "bench", "train_speed.py"), "--warmup", "1"],
+    proc = subprocess.run([sys.executable, "-m", "bench.train_speed", "--warmup", "1"],
                           cwd=REPO, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "--warmup must be >= 2" in proc.stderr

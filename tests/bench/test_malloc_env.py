@@ -1,8 +1,8 @@
-"""aqformer_d2/utils/malloc_env.py: the glibc malloc settings, and the Makefile exports the same ones."""
+"""bench/malloc_env.py: the glibc malloc settings, and the Makefile exports the same ones."""
 import os
 import re
 
-from aqformer_d2.utils.malloc_env import MALLOC_ENV, with_malloc_env, without_malloc_env
+from bench.malloc_env import MALLOC_ENV, with_malloc_env, without_malloc_env
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
