@@ -34,7 +34,7 @@ from .loading import CheckpointFormatError, load_state_dict_file
 from .state_dict_report import LoadReport, StateDictLoadError, load_state_dict_with_report
 
 __all__ = [
-    "COCO_BACKBONE_LAYOUTS", "CocoBackbone", "coco_backbone_checkpoint", "load_coco_backbone", "select_coco_backbone",
+    "COCO_BACKBONE_LAYOUTS", "CocoBackbone", "coco_backbone_model_state", "load_coco_backbone", "select_coco_backbone",
 ]
 
 logger = logging.getLogger(__name__)
@@ -165,22 +165,19 @@ def load_coco_backbone(backbone: nn.Module, path: PathLike, *, trust_pickle: boo
     return selection, report
 
 
-# First name of every ResNet parameter in detectron2's ResNet (stem + stages); what
-# :func:`coco_backbone_checkpoint` takes when no target backbone is at hand.
+# First name of every ResNet parameter in detectron2's ResNet (stem + stages): what
+# :func:`coco_backbone_model_state` takes when no target backbone is at hand.
 _RESNET_TOP_LEVEL = ("stem", "res2", "res3", "res4", "res5")
 
 
-def coco_backbone_checkpoint(state_dict: Mapping[str, torch.Tensor], *, source: str = "<checkpoint>",
-                             prefix: str = "backbone.") -> Dict[str, object]:
-    """The ResNet backbone of a COCO checkpoint as a whole-model checkpoint for ``MODEL.WEIGHTS``.
+def coco_backbone_model_state(
+    state_dict: Mapping[str, torch.Tensor], *, prefix: str = "backbone.", source: str = "<checkpoint>"
+) -> Dict[str, torch.Tensor]:
+    """The ResNet backbone of a COCO checkpoint, under ``prefix`` (its place in the whole model).
 
     Used when no backbone is built yet (``MODEL.WEIGHTS mask2former://...`` / ``detectron2://...``): the
-    backbone keys are the checkpoint's own ``stem.*`` / ``res2.*`` ... ``res5.*`` keys under either
-    layout's prefix. Shapes are then checked by the checkpointer against the model being loaded. Logs
-    the one-line summary of :meth:`CocoBackbone.summary`.
-
-    Returns:
-        ``{"model": {prefix + name: tensor}, "__author__": ..., "matching_heuristics": False}``.
+    backbone keys are the checkpoint's own ``stem.*`` / ``res2.*`` ... ``res5.*`` keys under either layout's
+    prefix; the checkpointer checks their shapes against the model. Logs :meth:`CocoBackbone.summary`.
 
     Raises:
         CheckpointFormatError: no ResNet key under either layout's prefix.
@@ -196,8 +193,4 @@ def coco_backbone_checkpoint(state_dict: Mapping[str, torch.Tensor], *, source: 
                              state_dict={k: v for k, v in selection.state_dict.items() if k in names},
                              skipped=selection.skipped + other)
     logger.info(selection.summary())
-    return {
-        "model": {prefix + k: torch.as_tensor(v) for k, v in selection.state_dict.items()},
-        "__author__": f"coco_backbone_checkpoint: {selection.layout} layout of {os.path.basename(source)}",
-        "matching_heuristics": False,
-    }
+    return {prefix + k: torch.as_tensor(v) for k, v in selection.state_dict.items()}

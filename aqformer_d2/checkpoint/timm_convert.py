@@ -21,13 +21,15 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
+from .state_dict_report import compare_state_dict
+
 __all__ = [
     "TimmNameMap",
     "convert_timm_state_dict",
     "create_timm_classification_model",
     "create_timm_models",
     "timm_feature_name_map",
-    "timm_detectron2_checkpoint",
+    "timm_model_state",
 ]
 
 logger = logging.getLogger(__name__)
@@ -238,7 +240,7 @@ def convert_timm_state_dict(
     return renamed, leftover
 
 
-def timm_detectron2_checkpoint(
+def timm_model_state(
     state_dict: Mapping[str, torch.Tensor],
     model_name: str,
     *,
@@ -247,47 +249,37 @@ def timm_detectron2_checkpoint(
     in_chans: int = 3,
     require_all: bool = True,
     source: str = "<state dict>",
-) -> Dict[str, Any]:
-    """Turn a timm checkpoint into a detectron2-loadable ``{"model": ..., "__author__": ..., ...}`` dict.
+) -> Dict[str, torch.Tensor]:
+    """A timm checkpoint under the features model's names, with ``prefix`` (its place in the whole model).
 
     Args:
         state_dict: timm classification (or features) state dict.
-        model_name: timm architecture the checkpoint belongs to.
-        prefix: where the features model sits inside the detectron2 model
-            (``AQTimmBackbone`` as the meta-arch's ``backbone``: ``"backbone.body."``).
+        model_name: timm architecture the checkpoint belongs to (built on the meta device, for the names).
+        prefix: where the features model sits inside the model (``AQTimmBackbone``: ``"backbone.body."``).
         out_indices: levels to keep; None = every level, which suits any ``OUT_INDICES``.
         in_chans: input channels of the architecture.
-        require_all: raise if a features-model key is missing from the checkpoint.
+        require_all: raise if a features-model key is missing from the checkpoint (else warn).
         source: file name for messages.
 
     Raises:
         ValueError: missing features keys (with ``require_all``) or shape mismatches.
     """
     features, classification = create_timm_models(model_name, out_indices=out_indices, in_chans=in_chans)
-    name_map = timm_feature_name_map(features, classification)
-    feature_state = features.state_dict()
-    renamed, leftover = convert_timm_state_dict(state_dict, name_map, feature_state.keys())
-    missing = [k for k in feature_state if k not in renamed and not k.endswith("num_batches_tracked")]
-    if missing:
+    renamed, leftover = convert_timm_state_dict(
+        state_dict, timm_feature_name_map(features, classification), features.state_dict().keys()
+    )
+    report = compare_state_dict(features, renamed, source=source)
+    if report.mismatched:
+        raise ValueError(f"{source}: shape mismatches (key, checkpoint, model): {list(report.mismatched[:5])}")
+    if report.missing:
         message = (
-            f"{source}: {len(missing)} keys of timm {model_name!r} (features_only) are missing from the "
-            f"checkpoint, e.g. {missing[:5]}"
+            f"{source}: {len(report.missing)} keys of timm {model_name!r} (features_only) are missing from the "
+            f"checkpoint, e.g. {list(report.missing[:5])}"
         )
         if require_all:
             raise ValueError(f"{message}; is it a {model_name} checkpoint?")
-        logger.warning("%s (written anyway; they keep their initialisation): %s", message, ", ".join(missing))
-    mismatched = [
-        (k, tuple(v.shape), tuple(feature_state[k].shape))
-        for k, v in renamed.items()
-        if tuple(v.shape) != tuple(feature_state[k].shape)
-    ]
-    if mismatched:
-        raise ValueError(f"{source}: shape mismatches (key, checkpoint, model): {mismatched[:5]}")
+        logger.warning("%s (written anyway; they keep their initialisation): %s", message, ", ".join(report.missing))
     if leftover:
         logger.info("%s: %d keys not used by the features model (ignored): %s", source, len(leftover),
                     ", ".join(leftover[:20]) + (" ..." if len(leftover) > 20 else ""))
-    return {
-        "model": {prefix + k: v.contiguous() for k, v in renamed.items()},
-        "__author__": f"timm:{model_name}",
-        "matching_heuristics": False,
-    }
+    return {prefix + k: v.contiguous() for k, v in renamed.items()}
