@@ -24,12 +24,8 @@ from torch import nn
 from .state_dict_report import compare_state_dict
 
 __all__ = [
-    "TimmNameMap",
-    "convert_timm_state_dict",
-    "create_timm_classification_model",
-    "create_timm_models",
-    "timm_feature_name_map",
-    "timm_model_state",
+    "TimmNameMap", "convert_timm_state_dict", "create_timm_classification_model", "create_timm_models",
+    "timm_feature_name_map", "timm_model_state"
 ]
 
 logger = logging.getLogger(__name__)
@@ -90,12 +86,11 @@ def create_timm_classification_model(
     device: str = "meta",
     extra_kwargs: Optional[Mapping[str, Any]] = None,
 ) -> nn.Module:
-    """Build a timm classification model (never pretrained) and validate ``out_indices`` against it.
+    """Build a timm classification model (never pretrained) and check ``out_indices`` against its levels.
 
     Args:
         name: timm model name (``timm.is_model(name)`` must hold).
-        out_indices: feature levels that a features model will request; checked against
-            ``len(model.feature_info)``. None = no check.
+        out_indices: feature levels a features model will request (None: no check).
         in_chans: input channels.
         device: ``"meta"`` builds shapes only (no memory), for key mapping and conversion.
         extra_kwargs: further ``timm.create_model`` kwargs (e.g. ``drop_path_rate``).
@@ -115,43 +110,30 @@ def create_timm_classification_model(
     with torch.device(device):
         classification = timm.create_model(name, pretrained=False, in_chans=in_chans, **kwargs)
     num_levels = len(classification.feature_info)
-    if out_indices is not None:
-        bad = [int(i) for i in out_indices if not 0 <= int(i) < num_levels]
-        if bad:
-            raise ValueError(
-                f"timm model {name!r} has {num_levels} feature levels (indices 0..{num_levels - 1}); "
-                f"out_indices {list(out_indices)} contains {bad}"
-            )
+    bad = [int(i) for i in out_indices or () if not 0 <= int(i) < num_levels]
+    if bad:
+        raise ValueError(
+            f"timm model {name!r} has {num_levels} feature levels (indices 0..{num_levels - 1}); "
+            f"out_indices {list(out_indices)} contains {bad}"
+        )
     return classification
 
 
 def create_timm_models(
-    name: str,
-    *,
-    out_indices: Optional[Sequence[int]] = None,
-    in_chans: int = 3,
-    device: str = "meta",
+    name: str, *, out_indices: Optional[Sequence[int]] = None, in_chans: int = 3, device: str = "meta",
     extra_kwargs: Optional[Mapping[str, Any]] = None,
 ) -> Tuple[nn.Module, nn.Module]:
-    """Build ``(features_only model, classification model)`` of a timm architecture, never pretrained.
-
-    Args:
-        name, in_chans, device, extra_kwargs: as for :func:`create_timm_classification_model`.
-        out_indices: feature levels of the features model; None = all levels.
-    """
+    """``(features_only model, classification model)`` of a timm architecture, never pretrained; arguments as
+    for :func:`create_timm_classification_model` (``out_indices`` None: every level)."""
     import timm
 
     classification = create_timm_classification_model(
         name, out_indices=out_indices, in_chans=in_chans, device=device, extra_kwargs=extra_kwargs
     )
-    indices = tuple(range(len(classification.feature_info))) if out_indices is None else tuple(
-        int(i) for i in out_indices
-    )
+    indices = tuple(int(i) for i in (range(len(classification.feature_info)) if out_indices is None else out_indices))
     with torch.device(device):
-        features = timm.create_model(
-            name, pretrained=False, features_only=True, out_indices=indices, in_chans=in_chans,
-            **dict(extra_kwargs or {}),
-        )
+        features = timm.create_model(name, pretrained=False, features_only=True, out_indices=indices,
+                                     in_chans=in_chans, **dict(extra_kwargs or {}))
     return features, classification
 
 

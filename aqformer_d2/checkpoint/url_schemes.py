@@ -1,36 +1,25 @@
 """Pretrained weights by name: ``torchvision://``, ``torchvggish://``, ``timm://``, ``detectron2://`` and
-``mask2former://`` URLs.
+``mask2former://`` URLs, registered with detectron2's ``PathManager`` (iopath) on ``import aqformer_d2``.
 
-Registered with detectron2's ``PathManager`` (iopath) on ``import aqformer_d2``, so that ``MODEL.WEIGHTS
-torchvision://resnet50`` works like detectron2's own ``detectron2://`` URLs: the file is downloaded once into
-the verified cache of :mod:`.weight_cache` and loaded from there by ``AQCheckpointer``'s safe loaders.
-
-Each URL has two local forms:
+A file is downloaded once into the verified cache of :mod:`.weight_cache`. Each URL has two local forms:
 
 * ``"checkpoint"`` (what ``PathManager.get_local_path(url)`` returns, hence what ``MODEL.WEIGHTS`` gets): a
   whole-model detectron2 checkpoint. torchvision, timm and torchvggish files are converted on first use by
-  the package's converters (pure functions of the state dict) and the result is cached next to the download
-  (``<name>.d2.pth``, with a ``.json`` record of the source hash and converter). detectron2 and Mask2Former
-  model-zoo models (COCO detectors / segmenters) are reduced to their ResNet backbone
-  (:func:`.coco_backbone.coco_backbone_model_state`); ``detectron2://ImageNetPretrained/...`` files already
-  are backbones and are used as they are.
-* ``"original"`` (``get_local_path(url, form="original")``, used by ``MODEL.AUDIO_ENCODER.WEIGHTS`` /
+  the package's converters (pure functions of the state dict); detectron2 and Mask2Former model-zoo models
+  (COCO detectors / segmenters) are reduced to their ResNet backbone. The result is cached next to the
+  download (``<name>.d2.pth``, with a ``.json`` record of the source hash and converter).
+  ``detectron2://ImageNetPretrained/...`` files already are backbones and are used as they are.
+* ``"original"`` (``get_local_path(url, form="original")``, for ``MODEL.AUDIO_ENCODER.WEIGHTS`` /
   ``PCA_WEIGHTS``, ``MODEL.TIMM_BACKBONE.WEIGHTS`` and the converter tools): the downloaded file itself.
 
-Names and where their URLs come from:
+Names: ``torchvision://resnet50``, ``torchvggish://vggish`` / ``vggish_pca`` (the tables below),
+``timm://<model>[.<tag>]`` (``model.safetensors`` of the Hugging Face repo that timm's pretrained config
+names), ``detectron2://<path>`` and ``mask2former://<path>`` (a path below the model zoo's base URL, e.g.
+``mask2former://coco/panoptic/maskformer2_R50_bs16_50ep/model_final_94dc52.pkl``).
 
-* ``torchvision://resnet50``: ``resnet50-0676ba61.pth``, torchvision 0.29.1's ``ResNet50_Weights.IMAGENET1K_V1.url``;
-* ``torchvggish://vggish`` / ``torchvggish://vggish_pca``: ``vggish-10086976.pth`` /
-  ``vggish_pca_params-970ea276.pth``, ``model_urls`` of harritaylor/torchvggish's ``hubconf.py``;
-* ``timm://<model>[.<tag>]``: ``model.safetensors`` of the Hugging Face repo that timm's pretrained config
-  names (``timm.models.get_pretrained_cfg(name).hf_hub_id``);
-* ``detectron2://<path>``: ``<path>`` below detectron2's ``Detectron2Handler.S3_DETECTRON2_PREFIX``;
-* ``mask2former://<path>``: ``<path>`` below the prefix of every checkpoint link in Mask2Former's MODEL_ZOO.md
-  (e.g. the COCO panoptic R50 ``coco/panoptic/maskformer2_R50_bs16_50ep/model_final_94dc52.pkl``).
-
-The hex part of the torchvision and torchvggish names is a SHA-256 prefix by torch hub's convention and is
-checked; timm, detectron2 and Mask2Former files get their hash recorded at first download. Each scheme's base
-URL can be replaced (a mirror, a test server) by ``AQFORMER_<SCHEME>_BASE_URL``, e.g.
+The hex part of the torchvision and torchvggish file names is a SHA-256 prefix by torch hub's convention and
+is checked; timm, detectron2 and Mask2Former files get their hash recorded at first download. Each scheme's
+base URL can be replaced (a mirror, a test server) by ``AQFORMER_<SCHEME>_BASE_URL``, e.g.
 ``AQFORMER_TORCHVISION_BASE_URL``; the file's path below the base stays the same.
 """
 from __future__ import annotations
@@ -55,18 +44,9 @@ from .torchvision_resnet import convert_torchvision_resnet_state_dict
 from .weight_cache import fetch_verified, hash_prefix_from_name, sha256_of_file, weights_cache_dir
 
 __all__ = [
-    "CHECKPOINT_FORM",
-    "ORIGINAL_FORM",
-    "SCHEMES",
-    "TORCHVGGISH_FILES",
-    "TORCHVISION_FILES",
-    "WeightSource",
-    "WeightURLHandler",
-    "fetch_weights",
-    "is_weight_url",
-    "local_weight_file",
-    "register_weight_url_handler",
-    "resolve_weight_url",
+    "CHECKPOINT_FORM", "ORIGINAL_FORM", "SCHEMES", "TORCHVGGISH_FILES", "TORCHVISION_FILES", "WeightSource",
+    "WeightURLHandler", "fetch_weights", "is_weight_url", "local_weight_file", "register_weight_url_handler",
+    "resolve_weight_url"
 ]
 
 logger = logging.getLogger(__name__)
@@ -186,14 +166,9 @@ def _source(url: str, scheme: str, relpath: str, converter: Optional[Converter],
             cache_relpath: str = "", checkpoint_form_note: str = "") -> WeightSource:
     """``relpath`` below the scheme's base URL, cached as ``<cache>/<scheme>/<cache_relpath or relpath>``."""
     base = (os.environ.get(f"AQFORMER_{scheme.upper()}_BASE_URL") or SCHEMES[scheme]).rstrip("/")
-    return WeightSource(
-        url=url,
-        download_url=f"{base}/{relpath}",
-        cache_path=os.path.join(weights_cache_dir(), scheme, *(cache_relpath or relpath).split("/")),
-        hash_prefix=hash_prefix_from_name(relpath) if hashed_name else None,
-        converter=converter,
-        checkpoint_form_note=checkpoint_form_note,
-    )
+    cache_path = os.path.join(weights_cache_dir(), scheme, *(cache_relpath or relpath).split("/"))
+    hash_prefix = hash_prefix_from_name(relpath) if hashed_name else None
+    return WeightSource(url, f"{base}/{relpath}", cache_path, hash_prefix, converter, checkpoint_form_note)
 
 
 def _from_table(url: str, scheme: str, name: str, table: Mapping[str, str]) -> str:

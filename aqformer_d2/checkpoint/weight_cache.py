@@ -29,15 +29,8 @@ from iopath.common.file_io import file_lock
 from .checkpointer import atomic_write
 
 __all__ = [
-    "WeightDownloadError",
-    "WeightHashError",
-    "fetch_verified",
-    "hash_prefix_from_name",
-    "hash_record_path",
-    "read_hash_record",
-    "sha256_of_file",
-    "verify_cached_file",
-    "weights_cache_dir",
+    "WeightDownloadError", "WeightHashError", "fetch_verified", "hash_prefix_from_name", "hash_record_path",
+    "read_hash_record", "sha256_of_file", "verify_cached_file", "weights_cache_dir"
 ]
 
 logger = logging.getLogger(__name__)
