@@ -1,17 +1,11 @@
 """timm classification checkpoint <-> timm ``features_only`` model names.
 
-timm builds a ``features_only`` model by re-wrapping the classification model's modules:
-
-* ``FeatureListNet`` / ``FeatureDictNet`` (ResNet, PVT-v2, ...): top-level modules kept under their
-  names, ``nn.Sequential`` containers flattened one level (``stages.0`` -> ``stages_0``), modules
-  after the last requested level and the classifier dropped;
-* ``FeatureGetterNet`` (ViT-style models): the whole (pruned) model under ``model.``;
-* ``FeatureHookNet`` without re-writing: the model under ``body.``.
-
-:func:`timm_feature_name_map` derives the mapping from the two module trees (no checkpoint needed);
-the classification model may live on the ``meta`` device (:func:`create_timm_models`), so nothing is
-allocated. :func:`convert_timm_state_dict` renames a classification state dict with it and reports
-the keys that have no place in the features model (the head).
+timm builds a ``features_only`` model by re-wrapping the classification model's modules: ``FeatureListNet`` /
+``FeatureDictNet`` (ResNet, PVT-v2, ...) keep the top-level modules under their names, flatten ``nn.Sequential``
+containers one level (``stages.0`` -> ``stages_0``) and drop the modules after the last requested level and
+the classifier; ``FeatureGetterNet`` (ViT-style) keeps the pruned model under ``model.``; ``FeatureHookNet``
+without re-writing keeps it under ``body.``. :func:`timm_feature_name_map` derives the mapping from the two
+module trees, built on the ``meta`` device (:func:`create_timm_models`), so nothing is allocated.
 """
 from __future__ import annotations
 
@@ -189,19 +183,13 @@ def timm_feature_name_map(features: nn.Module, classification: nn.Module) -> Tim
 def convert_timm_state_dict(
     state_dict: Mapping[str, torch.Tensor], name_map: TimmNameMap, features_keys: Iterable[str]
 ) -> Tuple[Dict[str, torch.Tensor], List[str]]:
-    """Rename a timm classification state dict for the features model.
+    """Rename a timm classification state dict for the features model (``features_keys``) with ``name_map``.
 
     Keys already in features-model naming (e.g. saved from a features model) are kept as they are.
 
-    Args:
-        state_dict: the checkpoint's tensors.
-        name_map: from :func:`timm_feature_name_map`.
-        features_keys: ``features.state_dict().keys()``.
-
     Returns:
-        ``(renamed, leftover)``: ``renamed`` holds every checkpoint key that belongs to the features
-        model under its features name; ``leftover`` lists the other checkpoint keys (classifier head,
-        final norm, stages beyond the last requested level) under their original names.
+        ``(renamed, leftover)``: the checkpoint keys of the features model under its names, and the other
+        checkpoint keys (classifier head, final norm, stages beyond the last requested level) as they were.
 
     Raises:
         ValueError: two checkpoint keys land on the same features key.
