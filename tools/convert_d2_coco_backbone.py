@@ -21,15 +21,12 @@ import os
 import sys
 from typing import List, Optional
 
-import torch
-
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 import aqformer_d2  # noqa: E402,F401  (detectron2 compatibility before detectron2 imports)
 from aqformer_d2 import add_aqformer_config  # noqa: E402
-from aqformer_d2.checkpoint import local_weight_file  # noqa: E402
-from aqformer_d2.checkpoint.coco_backbone import load_coco_backbone  # noqa: E402
+from aqformer_d2.checkpoint import load_coco_backbone, local_weight_file, save_weights_checkpoint  # noqa: E402
 from detectron2.config import get_cfg  # noqa: E402
 from detectron2.modeling import build_backbone  # noqa: E402
 
@@ -65,13 +62,10 @@ def main(argv: Optional[List[str]] = None) -> str:
     cfg = build_config(args.config_file, args.opts)
     backbone = build_backbone(cfg)
     selection, _ = load_coco_backbone(backbone, local_weight_file(args.input))
-    checkpoint = {
-        "model": {args.prefix + k: v.detach().clone().contiguous() for k, v in backbone.state_dict().items()},
-        "__author__": f"convert_d2_coco_backbone: {selection.layout} layout of {os.path.basename(args.input)}",
-        "matching_heuristics": False,
-    }
-    os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
-    torch.save(checkpoint, args.output)
+    checkpoint = save_weights_checkpoint(
+        args.output, {args.prefix + k: v.detach().clone().contiguous() for k, v in backbone.state_dict().items()},
+        f"convert_d2_coco_backbone: {selection.layout} layout of {os.path.basename(args.input)}",
+    )
     r = cfg.MODEL.RESNETS
     logger.info(
         "Wrote %d tensors to %s. Train with the input conventions the checkpoint was trained with; this config has "

@@ -20,12 +20,15 @@ import os
 import sys
 from typing import List, Optional
 
-import torch
-
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import aqformer_d2  # noqa: E402,F401  (detectron2 compatibility before detectron2 imports)
-from aqformer_d2.checkpoint import load_state_dict_file, local_weight_file, timm_detectron2_checkpoint  # noqa: E402
+from aqformer_d2.checkpoint import (  # noqa: E402
+    load_state_dict_file,
+    local_weight_file,
+    save_weights_checkpoint,
+    timm_model_state,
+)
 
 logger = logging.getLogger("convert_timm_backbone")
 
@@ -51,18 +54,12 @@ def main(argv: Optional[List[str]] = None) -> str:
     """Run the conversion; returns the output path."""
     args = parse_args(argv)
     source = local_weight_file(args.input)
-    state_dict = load_state_dict_file(source)
-    checkpoint = timm_detectron2_checkpoint(
-        state_dict,
-        args.model,
-        prefix=args.prefix,
-        in_chans=args.in_chans,
-        require_all=not args.allow_missing,
-        source=source,
+    model_state = timm_model_state(
+        load_state_dict_file(source), args.model, prefix=args.prefix, in_chans=args.in_chans,
+        require_all=not args.allow_missing, source=source,
     )
-    os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
-    torch.save(checkpoint, args.output)
-    logger.info("Wrote %d tensors to %s", len(checkpoint["model"]), args.output)
+    save_weights_checkpoint(args.output, model_state, f"timm:{args.model}")
+    logger.info("Wrote %d tensors to %s", len(model_state), args.output)
     return args.output
 
 

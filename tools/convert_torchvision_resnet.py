@@ -20,15 +20,14 @@ import os
 import sys
 from typing import List, Optional
 
-import torch
-
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import aqformer_d2  # noqa: E402,F401  (detectron2 compatibility before detectron2 imports)
 from aqformer_d2.checkpoint import (  # noqa: E402
+    convert_torchvision_resnet_state_dict,
     load_state_dict_file,
     local_weight_file,
-    torchvision_resnet_to_detectron2_checkpoint,
+    save_weights_checkpoint,
 )
 
 logger = logging.getLogger("convert_torchvision_resnet")
@@ -52,11 +51,9 @@ def main(argv: Optional[List[str]] = None) -> str:
     args = parse_args(argv)
     source = local_weight_file(args.input)
     state_dict = load_state_dict_file(source)
-    checkpoint = torchvision_resnet_to_detectron2_checkpoint(state_dict, prefix=args.prefix, source=source)
-    out_dir = os.path.dirname(os.path.abspath(args.output))
-    os.makedirs(out_dir, exist_ok=True)
-    torch.save(checkpoint, args.output)
-    logger.info("Wrote %d tensors to %s", len(checkpoint["model"]), args.output)
+    model_state, _ = convert_torchvision_resnet_state_dict(state_dict, prefix=args.prefix, source=source)
+    save_weights_checkpoint(args.output, model_state, "torchvision")
+    logger.info("Wrote %d tensors to %s", len(model_state), args.output)
     return args.output
 
 

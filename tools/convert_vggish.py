@@ -7,7 +7,8 @@
 
 Inputs may be local files or ``torchvggish://`` URLs (fetched into the verified cache). The output is
 ``{"model": {"audio_encoder.<key>": tensor}, "__author__": "torchvggish", "matching_heuristics": False}``
-(:func:`aqformer_d2.checkpoint.torchvggish_to_detectron2_checkpoint`): detectron2's checkpointer loads it as
+(:func:`aqformer_d2.modeling.audio_encoder.convert_torchvggish_state_dict`, which checks the layout strictly,
+then :func:`aqformer_d2.checkpoint.save_weights_checkpoint`): detectron2's checkpointer loads it as
 MODEL.WEIGHTS (every other module keeps its initialisation). PCA buffers are written as
 ``audio_encoder.pproc.pca_matrix`` / ``pca_means``; they only load into a model whose VGGish has PCA
 enabled (MODEL.AUDIO_ENCODER.PCA_WEIGHTS). Without a model-level checkpoint, MODEL.AUDIO_ENCODER.WEIGHTS
@@ -15,15 +16,12 @@ takes the torchvggish file (or ``torchvggish://vggish``) directly.
 """
 import argparse
 import logging
-import os
 import sys
 from typing import List, Optional
 
-import torch
-
 import aqformer_d2  # noqa: F401  (detectron2 import set-up; registers components)
-from aqformer_d2.checkpoint import torchvggish_to_detectron2_checkpoint
-from aqformer_d2.modeling.audio_encoder.vggish import load_torch_file
+from aqformer_d2.checkpoint import save_weights_checkpoint
+from aqformer_d2.modeling.audio_encoder import convert_torchvggish_state_dict, load_torch_file
 
 logger = logging.getLogger("aqformer_d2.tools.convert_vggish")
 
@@ -44,11 +42,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
     state = load_torch_file(args.vggish, "VGGish weights")
     pca = load_torch_file(args.pca, "VGGish PCA parameters") if args.pca else None
-    checkpoint = torchvggish_to_detectron2_checkpoint(state, pca_params=pca, prefix=args.prefix, source=args.vggish)
-    model = checkpoint["model"]
-    out_dir = os.path.dirname(os.path.abspath(args.output))
-    os.makedirs(out_dir, exist_ok=True)
-    torch.save(checkpoint, args.output)
+    model = convert_torchvggish_state_dict(state, pca_params=pca, prefix=args.prefix, source=args.vggish)
+    save_weights_checkpoint(args.output, model, "torchvggish")
     num_pca = 2 if pca is not None else 0
     num_params = sum(v.numel() for v in model.values())
     logger.info(

@@ -1,22 +1,19 @@
-"""detectron2 ``DetectionCheckpointer`` that never runs code from a weight file.
+"""detectron2 ``DetectionCheckpointer`` that never runs code from a weight file, and writes all or nothing.
 
-Differences from ``DetectionCheckpointer._load_file``:
+Differences from ``DetectionCheckpointer``:
 
-* ``.pkl`` (detectron2 / Detectron model zoo, e.g. ``R-50.pkl``) goes through the restricted
-  unpickler instead of ``pickle.load``; plain pickle only with ``trust_pickle=True``;
-* ``.pth`` / ``.pt`` / ``.bin`` / ``.ckpt`` use ``torch.load(weights_only=True)``;
-* ``.safetensors`` files are read with safetensors;
-* a missing file or an unreadable one raises an error naming the file;
-* checkpoints and the ``last_checkpoint`` tag are written atomically (:func:`atomic_write`): a
-  process killed while saving leaves the previous checkpoint tagged and intact, never a half-written
-  file under a checkpoint's name.
+* files are read by :func:`~aqformer_d2.checkpoint.load_checkpoint_file`: ``.pkl`` (detectron2 / Detectron
+  model zoo, e.g. ``R-50.pkl``) through the restricted unpickler, ``.pth`` / ``.pt`` / ``.bin`` / ``.ckpt``
+  with ``torch.load(weights_only=True)``, ``.safetensors`` with safetensors; arbitrary pickles only with
+  ``trust_pickle=True``; a missing or unreadable file raises an error naming it;
+* checkpoints and the ``last_checkpoint`` tag are written with :func:`atomic_write`: a process killed while
+  saving leaves the previous checkpoint tagged and intact, never a half-written file under a checkpoint's name.
 
-The conversion of Caffe2 names (``res2_0_branch2a_w`` ...) is detectron2's own, enabled by returning
+Caffe2 names (``res2_0_branch2a_w`` ...) are converted by detectron2 itself, enabled by returning
 ``matching_heuristics=True`` exactly where ``DetectionCheckpointer`` does.
 """
 from __future__ import annotations
 
-import logging
 import os
 from typing import IO, Any, Callable, Dict, Mapping
 
@@ -24,36 +21,24 @@ import numpy as np
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
 
-from .loading import (
-    PICKLE_SUFFIX,
-    SAFETENSORS_SUFFIX,
-    CheckpointFormatError,
-    load_checkpoint_file,
-)
+from .loading import PICKLE_SUFFIX, SAFETENSORS_SUFFIX, CheckpointFormatError, load_checkpoint_file
 
-__all__ = ["AQCheckpointer", "atomic_write", "pickle_checkpoint_to_detectron2"]
+__all__ = ["AQCheckpointer", "atomic_write", "pickle_checkpoint_to_detectron2", "save_weights_checkpoint"]
 
 # Suffix of the file a checkpoint is written to before it is renamed into place.
 PARTIAL_SUFFIX = ".partial"
-
-logger = logging.getLogger(__name__)
-
-
-def _is_weights_mapping(obj: Any) -> bool:
-    return isinstance(obj, Mapping) and all(isinstance(v, (np.ndarray, torch.Tensor)) for v in obj.values())
 
 
 def pickle_checkpoint_to_detectron2(data: Any, source: str) -> Dict[str, Any]:
     """Interpret an unpickled ``.pkl`` checkpoint like ``DetectionCheckpointer`` does.
 
     * ``{"model": ..., "__author__": ...}``: detectron2 model-zoo format, returned as is;
-    * ``{"blobs": {...}}`` (Detectron detection models), ``{"model": {...}}`` without an author, or a
-      flat ``{caffe2 name: array}`` (ImageNet models such as ``R-50.pkl``): Caffe2 names, returned as
-      ``{"model": weights, "__author__": "Caffe2", "matching_heuristics": True}`` with the
-      ``*_momentum`` blobs dropped.
+    * ``{"blobs": {...}}`` (Detectron detection models), ``{"model": {...}}`` without an author, or a flat
+      ``{caffe2 name: array}`` (ImageNet models such as ``R-50.pkl``): Caffe2 names, returned as
+      ``{"model": weights, "__author__": "Caffe2", "matching_heuristics": True}`` without ``*_momentum`` blobs.
 
     Raises:
-        CheckpointFormatError: ``data`` is not one of these.
+        CheckpointFormatError: ``data`` is none of these.
     """
     if not isinstance(data, Mapping):
         raise CheckpointFormatError(f"{source}: expected a dict in the pickle, got {type(data).__name__}")
@@ -61,17 +46,16 @@ def pickle_checkpoint_to_detectron2(data: Any, source: str) -> Dict[str, Any]:
         if not isinstance(data["model"], Mapping):
             raise CheckpointFormatError(f"{source}: 'model' entry is a {type(data['model']).__name__}, not a dict")
         return dict(data)
-    if "blobs" in data and isinstance(data["blobs"], Mapping):
-        weights = data["blobs"]
-    elif "model" in data and isinstance(data["model"], Mapping):
-        weights = data["model"]
-    else:
-        weights = data
+    weights = data
+    for key in ("blobs", "model"):
+        if isinstance(data.get(key), Mapping):
+            weights = data[key]
+            break
     weights = {k: v for k, v in weights.items() if not str(k).endswith("_momentum")}
-    if not weights or not _is_weights_mapping(weights):
-        bad = sorted(str(k) for k, v in weights.items() if not isinstance(v, (np.ndarray, torch.Tensor)))[:5]
+    bad = sorted(str(k) for k, v in weights.items() if not isinstance(v, (np.ndarray, torch.Tensor)))
+    if not weights or bad:
         raise CheckpointFormatError(
-            f"{source}: not a Caffe2/detectron2 weight pickle: entries {bad} are not arrays "
+            f"{source}: not a Caffe2/detectron2 weight pickle: entries {bad[:5]} are not arrays "
             "(expected {name: array}, {'blobs': {...}} or {'model': {...}})"
         )
     return {"model": weights, "__author__": "Caffe2", "matching_heuristics": True}
@@ -79,9 +63,9 @@ def pickle_checkpoint_to_detectron2(data: Any, source: str) -> Dict[str, Any]:
 
 def atomic_write(path: str, write: Callable[[IO[bytes]], None]) -> None:
     """Write ``path`` all or nothing: ``write(f)`` fills ``path + ".partial"``, which is flushed to disk
-    (fsync) and then renamed over ``path`` (``os.replace``, atomic on POSIX); the directory entry is
-    synced too. If ``write`` raises, the partial file is removed and ``path`` is left as it was. A
-    process killed mid-write leaves at most a ``*.partial`` file, which nothing reads.
+    (fsync) and renamed over ``path`` (``os.replace``, atomic on POSIX); the directory entry is synced too.
+    If ``write`` raises, the partial file is removed and ``path`` is left as it was. A process killed
+    mid-write leaves at most a ``*.partial`` file, which nothing reads.
 
     Raises:
         ValueError: ``path`` is not a local path (an iopath URI has no atomic rename).
@@ -104,6 +88,16 @@ def atomic_write(path: str, write: Callable[[IO[bytes]], None]) -> None:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def save_weights_checkpoint(path: str, model_state: Mapping[str, torch.Tensor], author: str) -> Dict[str, Any]:
+    """Write ``{"model": model_state, "__author__": author, "matching_heuristics": False}`` to ``path`` with
+    :func:`atomic_write` (folders created): a converted checkpoint that ``MODEL.WEIGHTS`` loads by exact
+    names. Returns the dict."""
+    checkpoint = {"model": dict(model_state), "__author__": author, "matching_heuristics": False}
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    atomic_write(path, lambda f: torch.save(checkpoint, f))
+    return checkpoint
 
 
 class AQCheckpointer(DetectionCheckpointer):
@@ -145,8 +139,7 @@ class AQCheckpointer(DetectionCheckpointer):
             return {"model": model_state, "__author__": "pycls", "matching_heuristics": True}
         if not isinstance(data, Mapping):
             raise CheckpointFormatError(f"{filename}: expected a dict in the checkpoint, got {type(data).__name__}")
-        if "model" not in data:
-            data = {"model": data}
+        data = data if "model" in data else {"model": data}
         if not isinstance(data["model"], Mapping):
             raise CheckpointFormatError(
                 f"{filename}: 'model' entry is a {type(data['model']).__name__}, not a state dict"
@@ -155,7 +148,7 @@ class AQCheckpointer(DetectionCheckpointer):
 
     def save(self, name: str, **kwargs: Any) -> None:
         """As fvcore's ``Checkpointer.save`` (model, checkpointables and ``kwargs`` in ``name.pth``, then
-        tag it in ``last_checkpoint``), with both files written atomically (:func:`atomic_write`)."""
+        tag it in ``last_checkpoint``), with both files written by :func:`atomic_write`."""
         if not self.save_dir or not self.save_to_disk:
             return
         data = {"model": self.model.state_dict()}

@@ -1,23 +1,19 @@
-"""Initialise a backbone from a detectron2-format COCO checkpoint (§4.2: "ResNet-50 pretrained on MSCOCO").
+"""The backbone of a detectron2-format COCO checkpoint (§4.2: "ResNet-50 pretrained on MSCOCO").
 
 COCO-trained detectron2 models hold the whole detector; only their backbone is wanted here. Two layouts:
 
-| layout          | backbone keys in the checkpoint          | examples                                         |
-|-----------------|------------------------------------------|--------------------------------------------------|
-| ``mask2former`` | ``backbone.stem.*``, ``backbone.res2.*``  | Mask2Former's COCO R50 models (model_final_*.pkl) |
+| layout          | backbone keys in the checkpoint            | examples                                         |
+|-----------------|--------------------------------------------|--------------------------------------------------|
+| ``mask2former`` | ``backbone.stem.*``, ``backbone.res2.*``   | Mask2Former's COCO R50 models (model_final_*.pkl) |
 | ``fpn``         | ``backbone.bottom_up.stem.*``, ``...res2`` | detectron2's R50-FPN models (Mask / Faster R-CNN) |
 
-The layout is found from the keys: the one under which the most of the target backbone's keys exist.
-Every key under its prefix must be a backbone key of the right shape and every backbone key must be
-there (a ResNet-101 checkpoint for a ResNet-50 is an error, not a partial load). All other keys (heads,
-FPN, ``sem_seg_head``) are skipped and reported in one log line.
-
-File forms (read by :func:`aqformer_d2.checkpoint.load_state_dict_file`): detectron2 / Mask2Former
-``.pkl`` (``{"model": {name: numpy array}, "__author__": ...}``, through the restricted unpickler that
-runs no code), ``.pth`` (``{"model": state dict, ...}`` written by a detectron2 trainer) and ``.safetensors``.
-
-The file does not record the input conventions the backbone was trained with (channel order,
-normalisation, ``STRIDE_IN_1X1``); see docs/coco_backbone.md for the two common ones.
+The layout is the one under whose prefix most of the target backbone's keys exist. Loading into a built
+backbone (:func:`load_coco_backbone`) is strict: every key under the prefix must be a backbone key of the
+right shape and every backbone key must be there (a ResNet-101 checkpoint for a ResNet-50 is an error, not a
+partial load). All other keys (heads, FPN, ``sem_seg_head``) are skipped and reported in one log line.
+Files are read by :func:`~aqformer_d2.checkpoint.load_state_dict_file` (``.pkl`` through the restricted
+unpickler, ``.pth``, ``.safetensors``). The file does not record the input conventions the backbone was
+trained with (channel order, normalisation, ``STRIDE_IN_1X1``); see docs/coco_backbone.md.
 """
 from __future__ import annotations
 
@@ -34,17 +30,16 @@ from .loading import CheckpointFormatError, load_state_dict_file
 from .state_dict_report import LoadReport, StateDictLoadError, load_state_dict_with_report
 
 __all__ = [
-    "COCO_BACKBONE_LAYOUTS", "CocoBackbone", "coco_backbone_checkpoint", "load_coco_backbone", "select_coco_backbone",
+    "COCO_BACKBONE_LAYOUTS", "CocoBackbone", "coco_backbone_model_state", "load_coco_backbone", "select_coco_backbone",
 ]
 
 logger = logging.getLogger(__name__)
 
-PathLike = Union[str, "os.PathLike[str]"]
-
 # Layout name -> prefix of the backbone's keys in the checkpoint. Longest prefix first: an FPN model's
 # ResNet keys also start with "backbone.".
 COCO_BACKBONE_LAYOUTS: Dict[str, str] = {"fpn": "backbone.bottom_up.", "mask2former": "backbone."}
-
+# First name of every parameter of detectron2's ResNet: the backbone keys when no backbone is built.
+_RESNET_TOP_LEVEL = ("stem", "res2", "res3", "res4", "res5")
 _BN_STEP_COUNTER = "num_batches_tracked"
 _MAX_GROUPS_IN_SUMMARY = 8
 
@@ -70,24 +65,24 @@ class CocoBackbone:
         return COCO_BACKBONE_LAYOUTS[self.layout]
 
     def summary(self) -> str:
-        """One line: layout, how many tensors were taken, and the skipped keys counted by group."""
-        groups = Counter(_group(key) for key in self.skipped)
+        """One line: layout, how many tensors were taken, and the skipped keys counted by group
+        (``roi_heads``, ``backbone.fpn_lateral2`` ...)."""
+        groups = Counter(
+            ".".join(key.split(".")[:2]) if key.startswith("backbone.") and key.count(".") > 1 else key.split(".")[0]
+            for key in self.skipped
+        )
         shown = ", ".join(f"{name} ({n})" for name, n in sorted(groups.items())[:_MAX_GROUPS_IN_SUMMARY])
-        more = f", ... {len(groups) - _MAX_GROUPS_IN_SUMMARY} more groups" if len(groups) > _MAX_GROUPS_IN_SUMMARY else ""
+        if len(groups) > _MAX_GROUPS_IN_SUMMARY:
+            shown += f", ... {len(groups) - _MAX_GROUPS_IN_SUMMARY} more groups"
         return (
             f"{self.source}: {len(self.state_dict)} backbone tensors under '{self.prefix}' ({self.layout} layout); "
-            f"skipped {len(self.skipped)} other keys" + (f": {shown}{more}" if self.skipped else "")
+            f"skipped {len(self.skipped)} other keys" + (f": {shown}" if self.skipped else "")
         )
 
 
-def _group(key: str) -> str:
-    """Group name of a skipped key for the summary: ``roi_heads``, ``backbone.fpn_lateral2`` ..."""
-    parts = key.split(".")
-    return ".".join(parts[:2]) if parts[0] == "backbone" and len(parts) > 2 else parts[0]
-
-
 def select_coco_backbone(
-    state_dict: Mapping[str, torch.Tensor], backbone_keys: Iterable[str], *, source: str = "<checkpoint>"
+    state_dict: Mapping[str, torch.Tensor], backbone_keys: Iterable[str], *, source: str = "<checkpoint>",
+    only_backbone_keys: bool = False,
 ) -> CocoBackbone:
     """Pick the backbone tensors of a COCO detector / segmenter state dict.
 
@@ -95,10 +90,11 @@ def select_coco_backbone(
         state_dict: the checkpoint's model state dict (``backbone.bottom_up.res2...`` or ``backbone.res2...``).
         backbone_keys: the target backbone's own ``state_dict()`` keys.
         source: file name for messages.
+        only_backbone_keys: skip keys under the layout's prefix that are not in ``backbone_keys`` too (by
+            default they are kept, so that strict loading reports them).
 
     Returns:
-        :class:`CocoBackbone`; its ``state_dict`` may still lack backbone keys or hold extra ones (checked
-        when loading, :func:`load_coco_backbone`).
+        :class:`CocoBackbone`; its ``state_dict`` may still lack backbone keys (checked when loading).
 
     Raises:
         CheckpointFormatError: no key of the backbone appears under either layout's prefix.
@@ -122,15 +118,18 @@ def select_coco_backbone(
     skipped = []
     for key, value in state_dict.items():
         name = key[len(prefix):]
-        if not key.startswith(prefix) or (name.endswith(_BN_STEP_COUNTER) and name not in wanted):
-            skipped.append(key)
-        else:
+        keep_other = not only_backbone_keys and not name.endswith(_BN_STEP_COUNTER)
+        if key.startswith(prefix) and (name in wanted or keep_other):
             selected[name] = value
+        else:
+            skipped.append(key)
     return CocoBackbone(source=source, layout=layout, state_dict=selected, skipped=tuple(skipped))
 
 
-def load_coco_backbone(backbone: nn.Module, path: PathLike, *, trust_pickle: bool = False) -> Tuple[CocoBackbone, LoadReport]:
-    """Load the backbone of a COCO checkpoint file into ``backbone`` (e.g. detectron2's ``ResNet``).
+def load_coco_backbone(
+    backbone: nn.Module, path: Union[str, "os.PathLike[str]"], *, trust_pickle: bool = False
+) -> Tuple[CocoBackbone, LoadReport]:
+    """Load the backbone of a COCO checkpoint file into ``backbone`` (e.g. detectron2's ``ResNet``), strictly.
 
     Logs one INFO line (:meth:`CocoBackbone.summary`).
 
@@ -138,9 +137,6 @@ def load_coco_backbone(backbone: nn.Module, path: PathLike, *, trust_pickle: boo
         backbone: the module to fill; its ``state_dict()`` keys are the targets.
         path: ``.pkl`` / ``.pth`` / ``.safetensors`` checkpoint.
         trust_pickle: read a ``.pkl`` with plain pickle (only for files you created yourself).
-
-    Returns:
-        ``(selection, report)``.
 
     Raises:
         FileNotFoundError: no such file.
@@ -165,22 +161,14 @@ def load_coco_backbone(backbone: nn.Module, path: PathLike, *, trust_pickle: boo
     return selection, report
 
 
-# First name of every ResNet parameter in detectron2's ResNet (stem + stages); what
-# :func:`coco_backbone_checkpoint` takes when no target backbone is at hand.
-_RESNET_TOP_LEVEL = ("stem", "res2", "res3", "res4", "res5")
+def coco_backbone_model_state(
+    state_dict: Mapping[str, torch.Tensor], *, prefix: str = "backbone.", source: str = "<checkpoint>"
+) -> Dict[str, torch.Tensor]:
+    """The ResNet backbone of a COCO checkpoint, under ``prefix`` (its place in the whole model).
 
-
-def coco_backbone_checkpoint(state_dict: Mapping[str, torch.Tensor], *, source: str = "<checkpoint>",
-                             prefix: str = "backbone.") -> Dict[str, object]:
-    """The ResNet backbone of a COCO checkpoint as a whole-model checkpoint for ``MODEL.WEIGHTS``.
-
-    Used when no backbone is built yet (``MODEL.WEIGHTS mask2former://...`` / ``detectron2://...``): the
-    backbone keys are the checkpoint's own ``stem.*`` / ``res2.*`` ... ``res5.*`` keys under either
-    layout's prefix. Shapes are then checked by the checkpointer against the model being loaded. Logs
-    the one-line summary of :meth:`CocoBackbone.summary`.
-
-    Returns:
-        ``{"model": {prefix + name: tensor}, "__author__": ..., "matching_heuristics": False}``.
+    For when no backbone is built (``MODEL.WEIGHTS mask2former://...`` / ``detectron2://...``): the backbone
+    keys are the checkpoint's own ``stem.*`` / ``res2.*`` ... ``res5.*`` keys under either layout's prefix;
+    the checkpointer checks their shapes against the model. Logs :meth:`CocoBackbone.summary`.
 
     Raises:
         CheckpointFormatError: no ResNet key under either layout's prefix.
@@ -189,15 +177,6 @@ def coco_backbone_checkpoint(state_dict: Mapping[str, torch.Tensor], *, source: 
         key[len(p):] for key in state_dict for p in COCO_BACKBONE_LAYOUTS.values()
         if key.startswith(p) and key[len(p):].split(".")[0] in _RESNET_TOP_LEVEL
     }
-    selection = select_coco_backbone(state_dict, names, source=source)
-    # keys under the prefix that are not ResNet parameters (e.g. an FPN's) are skipped too
-    other = tuple(selection.prefix + k for k in selection.state_dict if k not in names)
-    selection = CocoBackbone(source=selection.source, layout=selection.layout,
-                             state_dict={k: v for k, v in selection.state_dict.items() if k in names},
-                             skipped=selection.skipped + other)
+    selection = select_coco_backbone(state_dict, names, source=source, only_backbone_keys=True)
     logger.info(selection.summary())
-    return {
-        "model": {prefix + k: torch.as_tensor(v) for k, v in selection.state_dict.items()},
-        "__author__": f"coco_backbone_checkpoint: {selection.layout} layout of {os.path.basename(source)}",
-        "matching_heuristics": False,
-    }
+    return {prefix + k: torch.as_tensor(v) for k, v in selection.state_dict.items()}

@@ -1,19 +1,17 @@
-"""Read weight files from local paths without executing code from them.
+"""Read weight files from local paths without executing code from them; every error names the file.
 
-* ``.pth`` / ``.pt`` / ``.bin`` / ``.ckpt``: ``torch.load(weights_only=True)``, numpy arrays allowed
-  (``weights_only=False`` only with an explicit ``trust_pickle=True``);
+* ``.pth`` / ``.pt`` / ``.bin`` / ``.ckpt`` / ``.pyth``: ``torch.load(weights_only=True)``, numpy arrays allowed;
 * ``.safetensors``: ``safetensors.torch.load_file``;
-* ``.pkl``: :func:`aqformer_d2.utils.safe_pickle.load_pickle_restricted` (plain pickle only with
-  ``trust_pickle=True``).
+* ``.pkl``: :func:`aqformer_d2.utils.safe_pickle.load_pickle_restricted`.
 
-Every error names the file.
+Arbitrary pickled objects (plain pickle, ``weights_only=False``) only with ``trust_pickle=True``.
 """
 from __future__ import annotations
 
 import logging
 import os
 import pickle
-from typing import Any, Dict, Mapping, Sequence, Union
+from typing import Any, Dict, Mapping, Union
 
 import numpy as np
 import torch
@@ -22,13 +20,7 @@ from aqformer_d2.utils.safe_pickle import UnsafePickleError, load_pickle_restric
 
 from .state_dict_report import to_tensor_state_dict
 
-__all__ = [
-    "CheckpointFormatError",
-    "TORCH_SUFFIXES",
-    "extract_state_dict",
-    "load_checkpoint_file",
-    "load_state_dict_file",
-]
+__all__ = ["CheckpointFormatError", "extract_state_dict", "load_checkpoint_file", "load_state_dict_file"]
 
 logger = logging.getLogger(__name__)
 
@@ -40,12 +32,7 @@ PICKLE_SUFFIX = ".pkl"
 
 # Containers under which training scripts nest the weights (timm: "state_dict"/"state_dict_ema",
 # detectron2/fvcore: "model", pycls: "model_state", DeiT/PVT releases: "model").
-_NESTED_STATE_DICT_KEYS: Sequence[str] = ("state_dict", "model", "model_state", "module")
-
-
-class CheckpointFormatError(ValueError):
-    """A weight file could be read but does not hold what was expected (the message names the file)."""
-
+_NESTED_STATE_DICT_KEYS = ("state_dict", "model", "model_state", "module")
 
 # numpy's array reconstruction, allowed inside torch.load(weights_only=True): some released weight files
 # (e.g. torchvggish's PCA parameters) store numpy arrays. No other global is added.
@@ -59,8 +46,14 @@ _NUMPY_SAFE_GLOBALS = [
 ]
 
 
-def _is_array(value: Any) -> bool:
-    return isinstance(value, (torch.Tensor, np.ndarray))
+class CheckpointFormatError(ValueError):
+    """A weight file could be read but does not hold what was expected (the message names the file)."""
+
+
+def _is_weights(obj: Any) -> bool:
+    """A non-empty mapping whose values are all tensors or numpy arrays."""
+    arrays = (torch.Tensor, np.ndarray)
+    return isinstance(obj, Mapping) and len(obj) > 0 and all(isinstance(v, arrays) for v in obj.values())
 
 
 def load_checkpoint_file(path: PathLike, *, trust_pickle: bool = False) -> Any:
@@ -68,8 +61,7 @@ def load_checkpoint_file(path: PathLike, *, trust_pickle: bool = False) -> Any:
 
     Args:
         path: local file (.pth/.pt/.bin/.ckpt/.pyth, .safetensors or .pkl).
-        trust_pickle: allow arbitrary pickled objects (plain pickle / ``weights_only=False``). Only for
-            files you created yourself.
+        trust_pickle: allow arbitrary pickled objects. Only for files you created yourself.
 
     Raises:
         FileNotFoundError: no such file.
@@ -89,61 +81,50 @@ def load_checkpoint_file(path: PathLike, *, trust_pickle: bool = False) -> Any:
         except SafetensorError as e:
             raise CheckpointFormatError(f"{path_str}: not a valid .safetensors file ({e})") from e
     if lower.endswith(PICKLE_SUFFIX):
-        if trust_pickle:
-            logger.warning("Loading %s with plain pickle (trust_pickle=True): it can run code.", path_str)
-            with open(path_str, "rb") as f:
-                return pickle.load(f, encoding="latin1")
-        return load_pickle_restricted(path_str)
-    if lower.endswith(TORCH_SUFFIXES):
-        try:
-            with torch.serialization.safe_globals(_NUMPY_SAFE_GLOBALS):
-                return torch.load(path_str, map_location="cpu", weights_only=not trust_pickle)
-        except pickle.UnpicklingError as e:
-            if isinstance(e, UnsafePickleError):
-                raise
-            raise CheckpointFormatError(
-                f"{path_str}: torch.load(weights_only=True) could not read this file: it is corrupt, not a "
-                "torch checkpoint, or stores objects besides tensors and plain containers. Re-save its "
-                f"state dict, or pass trust_pickle=True if you created the file yourself. torch says: {e}"
-            ) from e
-        except (RuntimeError, EOFError, IndexError, KeyError, ValueError, TypeError, AttributeError) as e:
-            # what torch's unpicklers raise on corrupt or foreign bytes
-            raise CheckpointFormatError(
-                f"{path_str}: corrupt or not a torch checkpoint ({type(e).__name__}: {e})"
-            ) from e
-    raise CheckpointFormatError(
-        f"{path_str}: unknown checkpoint suffix; expected one of "
-        f"{', '.join(TORCH_SUFFIXES + (SAFETENSORS_SUFFIX, PICKLE_SUFFIX))}"
-    )
+        if not trust_pickle:
+            return load_pickle_restricted(path_str)
+        logger.warning("Loading %s with plain pickle (trust_pickle=True): it can run code.", path_str)
+        with open(path_str, "rb") as f:
+            return pickle.load(f, encoding="latin1")
+    if not lower.endswith(TORCH_SUFFIXES):
+        raise CheckpointFormatError(
+            f"{path_str}: unknown checkpoint suffix; expected one of "
+            f"{', '.join(TORCH_SUFFIXES + (SAFETENSORS_SUFFIX, PICKLE_SUFFIX))}"
+        )
+    try:
+        with torch.serialization.safe_globals(_NUMPY_SAFE_GLOBALS):
+            return torch.load(path_str, map_location="cpu", weights_only=not trust_pickle)
+    except UnsafePickleError:
+        raise
+    except pickle.UnpicklingError as e:
+        raise CheckpointFormatError(
+            f"{path_str}: torch.load(weights_only=True) could not read this file: it is corrupt, not a torch "
+            "checkpoint, or stores objects besides tensors and plain containers. Re-save its state dict, or "
+            f"pass trust_pickle=True if you created the file yourself. torch says: {e}"
+        ) from e
+    except (RuntimeError, EOFError, IndexError, KeyError, ValueError, TypeError, AttributeError) as e:
+        # what torch's unpicklers raise on corrupt or foreign bytes
+        raise CheckpointFormatError(f"{path_str}: corrupt or not a torch checkpoint ({type(e).__name__}: {e})") from e
 
 
 def extract_state_dict(obj: Any, *, source: str = "<checkpoint>") -> Dict[str, torch.Tensor]:
     """Find the ``{name: tensor}`` mapping in a loaded checkpoint.
 
     Accepts a flat mapping of tensors/arrays, or one nested (once) under ``state_dict`` / ``model`` /
-    ``model_state`` / ``module``. Non-tensor entries beside the weights of a flat mapping are an error.
-    A leading ``module.`` (DataParallel) is stripped when every key has it.
+    ``model_state`` / ``module``. A leading ``module.`` (DataParallel) is stripped when every key has it.
 
     Raises:
         CheckpointFormatError: no state dict found; the message lists the top-level keys.
     """
     if not isinstance(obj, Mapping):
+        raise CheckpointFormatError(f"{source}: expected a dict of tensors (a state dict), got {type(obj).__name__}")
+    nested = (obj[k] for k in _NESTED_STATE_DICT_KEYS if _is_weights(obj.get(k)))
+    state = obj if _is_weights(obj) else next(nested, None)
+    if state is None:
         raise CheckpointFormatError(
-            f"{source}: expected a dict of tensors (a state dict), got {type(obj).__name__}"
+            f"{source}: no state dict found: the file's top-level keys {sorted(str(k) for k in obj)[:10]} are not "
+            f"all tensors and none of {list(_NESTED_STATE_DICT_KEYS)} holds a dict of tensors"
         )
-    state: Mapping[str, Any] = obj
-    if not (len(obj) > 0 and all(_is_array(v) for v in obj.values())):
-        for key in _NESTED_STATE_DICT_KEYS:
-            inner = obj.get(key)
-            if isinstance(inner, Mapping) and len(inner) > 0 and all(_is_array(v) for v in inner.values()):
-                state = inner
-                break
-        else:
-            top = sorted(str(k) for k in obj.keys())[:10]
-            raise CheckpointFormatError(
-                f"{source}: no state dict found: the file's top-level keys {top} are not all tensors and "
-                f"none of {list(_NESTED_STATE_DICT_KEYS)} holds a dict of tensors"
-            )
     tensors = to_tensor_state_dict(state, source)
     if tensors and all(k.startswith("module.") for k in tensors):
         tensors = {k[len("module."):]: v for k, v in tensors.items()}

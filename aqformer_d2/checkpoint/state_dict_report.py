@@ -18,11 +18,7 @@ from tabulate import tabulate
 from torch import nn
 
 __all__ = [
-    "LoadReport",
-    "StateDictLoadError",
-    "compare_state_dict",
-    "load_state_dict_with_report",
-    "to_tensor_state_dict",
+    "LoadReport", "StateDictLoadError", "compare_state_dict", "load_state_dict_with_report", "to_tensor_state_dict"
 ]
 
 logger = logging.getLogger(__name__)
@@ -68,19 +64,13 @@ class LoadReport:
 
     def table(self) -> str:
         """One row per key that did not load cleanly: status, key, checkpoint shape, module shape."""
-        rows = []
-        for key, ckpt_shape, model_shape in self.mismatched:
-            rows.append(("shape mismatch", key, tuple(ckpt_shape), tuple(model_shape)))
-        for key in self.missing:
-            rows.append(("missing in checkpoint", key, "-", ""))
         status = "unexpected (ignored)" if self.ignore_unexpected else "unexpected"
-        for key in self.unexpected:
-            rows.append((status, key, "", "-"))
+        rows = [("shape mismatch", key, tuple(ckpt), tuple(model)) for key, ckpt, model in self.mismatched]
+        rows += [("missing in checkpoint", key, "-", "") for key in self.missing]
+        rows += [(status, key, "", "-") for key in self.unexpected]
         if not rows:
             return f"all {len(self.loaded)} keys of {self.source} loaded into {self.target}"
-        return tabulate(
-            rows, headers=["status", "key", "checkpoint shape", "module shape"], tablefmt="pipe"
-        )
+        return tabulate(rows, headers=["status", "key", "checkpoint shape", "module shape"], tablefmt="pipe")
 
     def summary(self) -> str:
         return (
@@ -105,18 +95,12 @@ def to_tensor_state_dict(state_dict: Mapping[str, Any], source: str = "<state di
         elif isinstance(value, np.ndarray):
             out[key] = torch.from_numpy(np.ascontiguousarray(value))
         else:
-            raise TypeError(
-                f"{source}: value of '{key}' is a {type(value).__name__}, expected a torch.Tensor or numpy array"
-            )
+            raise TypeError(f"{source}: value of '{key}' is a {type(value).__name__}, expected a tensor or numpy array")
     return out
 
 
 def compare_state_dict(
-    module: nn.Module,
-    state_dict: Mapping[str, Any],
-    *,
-    source: str = "<state dict>",
-    ignore_unexpected: bool = False,
+    module: nn.Module, state_dict: Mapping[str, Any], *, source: str = "<state dict>", ignore_unexpected: bool = False
 ) -> LoadReport:
     """Compare ``state_dict`` with ``module.state_dict()`` without loading anything."""
     tensors = to_tensor_state_dict(state_dict, source)
@@ -129,19 +113,10 @@ def compare_state_dict(
             loaded.append(key)
         else:
             mismatched.append((key, tuple(tensors[key].shape), tuple(value.shape)))
-    missing = [
-        k for k in model_state if k not in tensors and not k.endswith(_IGNORABLE_MISSING_SUFFIXES)
-    ]
+    missing = [k for k in model_state if k not in tensors and not k.endswith(_IGNORABLE_MISSING_SUFFIXES)]
     unexpected = [k for k in tensors if k not in model_state]
-    return LoadReport(
-        source=source,
-        target=type(module).__name__,
-        loaded=tuple(loaded),
-        missing=tuple(missing),
-        unexpected=tuple(unexpected),
-        mismatched=tuple(mismatched),
-        ignore_unexpected=ignore_unexpected,
-    )
+    return LoadReport(source, type(module).__name__, tuple(loaded), tuple(missing), tuple(unexpected),
+                      tuple(mismatched), ignore_unexpected)
 
 
 def load_state_dict_with_report(
@@ -169,12 +144,10 @@ def load_state_dict_with_report(
     """
     report = compare_state_dict(module, state_dict, source=source, ignore_unexpected=ignore_unexpected)
     if strict and report.has_errors:
-        raise StateDictLoadError(
-            f"Cannot load {source} into {report.target}: {report.summary()}\n{report.table()}", report
-        )
+        message = f"Cannot load {source} into {report.target}: {report.summary()}\n{report.table()}"
+        raise StateDictLoadError(message, report)
     tensors = to_tensor_state_dict(state_dict, source)
-    to_load = {k: tensors[k] for k in report.loaded}
-    module.load_state_dict(to_load, strict=False)
+    module.load_state_dict({k: tensors[k] for k in report.loaded}, strict=False)
     if log:
         logger.info(report.summary())
         if report.missing or report.mismatched or report.unexpected:

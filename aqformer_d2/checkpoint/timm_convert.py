@@ -1,17 +1,11 @@
 """timm classification checkpoint <-> timm ``features_only`` model names.
 
-timm builds a ``features_only`` model by re-wrapping the classification model's modules:
-
-* ``FeatureListNet`` / ``FeatureDictNet`` (ResNet, PVT-v2, ...): top-level modules kept under their
-  names, ``nn.Sequential`` containers flattened one level (``stages.0`` -> ``stages_0``), modules
-  after the last requested level and the classifier dropped;
-* ``FeatureGetterNet`` (ViT-style models): the whole (pruned) model under ``model.``;
-* ``FeatureHookNet`` without re-writing: the model under ``body.``.
-
-:func:`timm_feature_name_map` derives the mapping from the two module trees (no checkpoint needed);
-the classification model may live on the ``meta`` device (:func:`create_timm_models`), so nothing is
-allocated. :func:`convert_timm_state_dict` renames a classification state dict with it and reports
-the keys that have no place in the features model (the head).
+timm builds a ``features_only`` model by re-wrapping the classification model's modules: ``FeatureListNet`` /
+``FeatureDictNet`` (ResNet, PVT-v2, ...) keep the top-level modules under their names, flatten ``nn.Sequential``
+containers one level (``stages.0`` -> ``stages_0``) and drop the modules after the last requested level and
+the classifier; ``FeatureGetterNet`` (ViT-style) keeps the pruned model under ``model.``; ``FeatureHookNet``
+without re-writing keeps it under ``body.``. :func:`timm_feature_name_map` derives the mapping from the two
+module trees, built on the ``meta`` device (:func:`create_timm_models`), so nothing is allocated.
 """
 from __future__ import annotations
 
@@ -21,13 +15,11 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
+from .state_dict_report import compare_state_dict
+
 __all__ = [
-    "TimmNameMap",
-    "convert_timm_state_dict",
-    "create_timm_classification_model",
-    "create_timm_models",
-    "timm_feature_name_map",
-    "timm_detectron2_checkpoint",
+    "TimmNameMap", "convert_timm_state_dict", "create_timm_classification_model", "create_timm_models",
+    "timm_feature_name_map", "timm_model_state"
 ]
 
 logger = logging.getLogger(__name__)
@@ -88,12 +80,11 @@ def create_timm_classification_model(
     device: str = "meta",
     extra_kwargs: Optional[Mapping[str, Any]] = None,
 ) -> nn.Module:
-    """Build a timm classification model (never pretrained) and validate ``out_indices`` against it.
+    """Build a timm classification model (never pretrained) and check ``out_indices`` against its levels.
 
     Args:
         name: timm model name (``timm.is_model(name)`` must hold).
-        out_indices: feature levels that a features model will request; checked against
-            ``len(model.feature_info)``. None = no check.
+        out_indices: feature levels a features model will request (None: no check).
         in_chans: input channels.
         device: ``"meta"`` builds shapes only (no memory), for key mapping and conversion.
         extra_kwargs: further ``timm.create_model`` kwargs (e.g. ``drop_path_rate``).
@@ -113,43 +104,30 @@ def create_timm_classification_model(
     with torch.device(device):
         classification = timm.create_model(name, pretrained=False, in_chans=in_chans, **kwargs)
     num_levels = len(classification.feature_info)
-    if out_indices is not None:
-        bad = [int(i) for i in out_indices if not 0 <= int(i) < num_levels]
-        if bad:
-            raise ValueError(
-                f"timm model {name!r} has {num_levels} feature levels (indices 0..{num_levels - 1}); "
-                f"out_indices {list(out_indices)} contains {bad}"
-            )
+    bad = [int(i) for i in out_indices or () if not 0 <= int(i) < num_levels]
+    if bad:
+        raise ValueError(
+            f"timm model {name!r} has {num_levels} feature levels (indices 0..{num_levels - 1}); "
+            f"out_indices {list(out_indices)} contains {bad}"
+        )
     return classification
 
 
 def create_timm_models(
-    name: str,
-    *,
-    out_indices: Optional[Sequence[int]] = None,
-    in_chans: int = 3,
-    device: str = "meta",
+    name: str, *, out_indices: Optional[Sequence[int]] = None, in_chans: int = 3, device: str = "meta",
     extra_kwargs: Optional[Mapping[str, Any]] = None,
 ) -> Tuple[nn.Module, nn.Module]:
-    """Build ``(features_only model, classification model)`` of a timm architecture, never pretrained.
-
-    Args:
-        name, in_chans, device, extra_kwargs: as for :func:`create_timm_classification_model`.
-        out_indices: feature levels of the features model; None = all levels.
-    """
+    """``(features_only model, classification model)`` of a timm architecture, never pretrained; arguments as
+    for :func:`create_timm_classification_model` (``out_indices`` None: every level)."""
     import timm
 
     classification = create_timm_classification_model(
         name, out_indices=out_indices, in_chans=in_chans, device=device, extra_kwargs=extra_kwargs
     )
-    indices = tuple(range(len(classification.feature_info))) if out_indices is None else tuple(
-        int(i) for i in out_indices
-    )
+    indices = tuple(int(i) for i in (range(len(classification.feature_info)) if out_indices is None else out_indices))
     with torch.device(device):
-        features = timm.create_model(
-            name, pretrained=False, features_only=True, out_indices=indices, in_chans=in_chans,
-            **dict(extra_kwargs or {}),
-        )
+        features = timm.create_model(name, pretrained=False, features_only=True, out_indices=indices,
+                                     in_chans=in_chans, **dict(extra_kwargs or {}))
     return features, classification
 
 
@@ -205,19 +183,13 @@ def timm_feature_name_map(features: nn.Module, classification: nn.Module) -> Tim
 def convert_timm_state_dict(
     state_dict: Mapping[str, torch.Tensor], name_map: TimmNameMap, features_keys: Iterable[str]
 ) -> Tuple[Dict[str, torch.Tensor], List[str]]:
-    """Rename a timm classification state dict for the features model.
+    """Rename a timm classification state dict for the features model (``features_keys``) with ``name_map``.
 
     Keys already in features-model naming (e.g. saved from a features model) are kept as they are.
 
-    Args:
-        state_dict: the checkpoint's tensors.
-        name_map: from :func:`timm_feature_name_map`.
-        features_keys: ``features.state_dict().keys()``.
-
     Returns:
-        ``(renamed, leftover)``: ``renamed`` holds every checkpoint key that belongs to the features
-        model under its features name; ``leftover`` lists the other checkpoint keys (classifier head,
-        final norm, stages beyond the last requested level) under their original names.
+        ``(renamed, leftover)``: the checkpoint keys of the features model under its names, and the other
+        checkpoint keys (classifier head, final norm, stages beyond the last requested level) as they were.
 
     Raises:
         ValueError: two checkpoint keys land on the same features key.
@@ -238,7 +210,7 @@ def convert_timm_state_dict(
     return renamed, leftover
 
 
-def timm_detectron2_checkpoint(
+def timm_model_state(
     state_dict: Mapping[str, torch.Tensor],
     model_name: str,
     *,
@@ -247,47 +219,37 @@ def timm_detectron2_checkpoint(
     in_chans: int = 3,
     require_all: bool = True,
     source: str = "<state dict>",
-) -> Dict[str, Any]:
-    """Turn a timm checkpoint into a detectron2-loadable ``{"model": ..., "__author__": ..., ...}`` dict.
+) -> Dict[str, torch.Tensor]:
+    """A timm checkpoint under the features model's names, with ``prefix`` (its place in the whole model).
 
     Args:
         state_dict: timm classification (or features) state dict.
-        model_name: timm architecture the checkpoint belongs to.
-        prefix: where the features model sits inside the detectron2 model
-            (``AQTimmBackbone`` as the meta-arch's ``backbone``: ``"backbone.body."``).
+        model_name: timm architecture the checkpoint belongs to (built on the meta device, for the names).
+        prefix: where the features model sits inside the model (``AQTimmBackbone``: ``"backbone.body."``).
         out_indices: levels to keep; None = every level, which suits any ``OUT_INDICES``.
         in_chans: input channels of the architecture.
-        require_all: raise if a features-model key is missing from the checkpoint.
+        require_all: raise if a features-model key is missing from the checkpoint (else warn).
         source: file name for messages.
 
     Raises:
         ValueError: missing features keys (with ``require_all``) or shape mismatches.
     """
     features, classification = create_timm_models(model_name, out_indices=out_indices, in_chans=in_chans)
-    name_map = timm_feature_name_map(features, classification)
-    feature_state = features.state_dict()
-    renamed, leftover = convert_timm_state_dict(state_dict, name_map, feature_state.keys())
-    missing = [k for k in feature_state if k not in renamed and not k.endswith("num_batches_tracked")]
-    if missing:
+    renamed, leftover = convert_timm_state_dict(
+        state_dict, timm_feature_name_map(features, classification), features.state_dict().keys()
+    )
+    report = compare_state_dict(features, renamed, source=source)
+    if report.mismatched:
+        raise ValueError(f"{source}: shape mismatches (key, checkpoint, model): {list(report.mismatched[:5])}")
+    if report.missing:
         message = (
-            f"{source}: {len(missing)} keys of timm {model_name!r} (features_only) are missing from the "
-            f"checkpoint, e.g. {missing[:5]}"
+            f"{source}: {len(report.missing)} keys of timm {model_name!r} (features_only) are missing from the "
+            f"checkpoint, e.g. {list(report.missing[:5])}"
         )
         if require_all:
             raise ValueError(f"{message}; is it a {model_name} checkpoint?")
-        logger.warning("%s (written anyway; they keep their initialisation): %s", message, ", ".join(missing))
-    mismatched = [
-        (k, tuple(v.shape), tuple(feature_state[k].shape))
-        for k, v in renamed.items()
-        if tuple(v.shape) != tuple(feature_state[k].shape)
-    ]
-    if mismatched:
-        raise ValueError(f"{source}: shape mismatches (key, checkpoint, model): {mismatched[:5]}")
+        logger.warning("%s (written anyway; they keep their initialisation): %s", message, ", ".join(report.missing))
     if leftover:
         logger.info("%s: %d keys not used by the features model (ignored): %s", source, len(leftover),
                     ", ".join(leftover[:20]) + (" ..." if len(leftover) > 20 else ""))
-    return {
-        "model": {prefix + k: v.contiguous() for k, v in renamed.items()},
-        "__author__": f"timm:{model_name}",
-        "matching_heuristics": False,
-    }
+    return {prefix + k: v.contiguous() for k, v in renamed.items()}

@@ -1,50 +1,29 @@
 """Pretrained weights by name: ``torchvision://``, ``torchvggish://``, ``timm://``, ``detectron2://`` and
-``mask2former://`` URLs.
+``mask2former://`` URLs, registered with detectron2's ``PathManager`` (iopath) on ``import aqformer_d2``.
 
-Registered with detectron2's ``PathManager`` (iopath) on ``import aqformer_d2``, so that
-``MODEL.WEIGHTS torchvision://resnet50`` works like detectron2's own ``detectron2://`` URLs: the file is
-downloaded once into the cache of :mod:`aqformer_d2.checkpoint.weight_cache` (hash-checked, atomic) and
-loaded from there by ``AQCheckpointer``'s safe loaders.
-
-Each URL has two local forms:
+A file is downloaded once into the verified cache of :mod:`.weight_cache`. Each URL has two local forms:
 
 * ``"checkpoint"`` (what ``PathManager.get_local_path(url)`` returns, hence what ``MODEL.WEIGHTS`` gets): a
-  whole-model detectron2 checkpoint. torchvision, timm and torchvggish files are converted on first use
-  with the package's converters and the result is cached next to the download (``<name>.d2.pth``, with a
-  ``.json`` record of the source hash and converter). detectron2 and Mask2Former model-zoo models
-  (COCO detectors / segmenters) are reduced to their ResNet backbone
-  (:func:`aqformer_d2.checkpoint.coco_backbone.coco_backbone_checkpoint`, head keys reported in one log
-  line); ``detectron2://ImageNetPretrained/...`` files already are backbones and are used as they are.
-* ``"original"`` (``get_local_path(url, form="original")``, used by the component options
-  ``MODEL.AUDIO_ENCODER.WEIGHTS`` / ``PCA_WEIGHTS``, ``MODEL.TIMM_BACKBONE.WEIGHTS`` and the converter
-  tools): the downloaded file itself.
+  whole-model detectron2 checkpoint. torchvision, timm and torchvggish files are converted on first use by
+  the package's converters (pure functions of the state dict); detectron2 and Mask2Former model-zoo models
+  (COCO detectors / segmenters) are reduced to their ResNet backbone. The result is cached next to the
+  download (``<name>.d2.pth``, with a ``.json`` record of the source hash and converter).
+  ``detectron2://ImageNetPretrained/...`` files already are backbones and are used as they are.
+* ``"original"`` (``get_local_path(url, form="original")``, for ``MODEL.AUDIO_ENCODER.WEIGHTS`` /
+  ``PCA_WEIGHTS``, ``MODEL.TIMM_BACKBONE.WEIGHTS`` and the converter tools): the downloaded file itself.
 
-Names and where their URLs come from:
+Names: ``torchvision://resnet50``, ``torchvggish://vggish`` / ``vggish_pca`` (the tables below),
+``timm://<model>[.<tag>]`` (``model.safetensors`` of the Hugging Face repo that timm's pretrained config
+names), ``detectron2://<path>`` and ``mask2former://<path>`` (a path below the model zoo's base URL, e.g.
+``mask2former://coco/panoptic/maskformer2_R50_bs16_50ep/model_final_94dc52.pkl``).
 
-* ``torchvision://resnet50``: ``resnet50-0676ba61.pth``, torchvision 0.29.1's
-  ``ResNet50_Weights.IMAGENET1K_V1.url``;
-* ``torchvggish://vggish`` / ``torchvggish://vggish_pca``: ``vggish-10086976.pth`` /
-  ``vggish_pca_params-970ea276.pth``, ``model_urls`` of harritaylor/torchvggish's ``hubconf.py``;
-* ``timm://<model>[.<tag>]``: ``model.safetensors`` of the Hugging Face repo that timm's pretrained
-  config names (``timm.models.get_pretrained_cfg(name).hf_hub_id``);
-* ``detectron2://<path>``: ``<path>`` below detectron2's ``Detectron2Handler.S3_DETECTRON2_PREFIX``
-  (``https://dl.fbaipublicfiles.com/detectron2/``);
-* ``mask2former://<path>``: ``<path>`` below ``https://dl.fbaipublicfiles.com/maskformer/mask2former/``, the
-  prefix of every checkpoint link in Mask2Former's MODEL_ZOO.md (e.g. the COCO panoptic R50
-  ``coco/panoptic/maskformer2_R50_bs16_50ep/model_final_94dc52.pkl``).
-
-The hex part of the torchvision and torchvggish names is a SHA-256 prefix by torch hub's convention and
-is checked; timm (Hugging Face), detectron2 and Mask2Former files get their hash recorded at first download.
-
-Each scheme's base URL can be replaced by an environment variable (a mirror, or a test server):
-``AQFORMER_TORCHVISION_BASE_URL``, ``AQFORMER_TORCHVGGISH_BASE_URL``, ``AQFORMER_TIMM_BASE_URL`` and
-``AQFORMER_DETECTRON2_BASE_URL`` and ``AQFORMER_MASK2FORMER_BASE_URL``; the file's path below the base
-stays the same.
+The hex part of the torchvision and torchvggish file names is a SHA-256 prefix by torch hub's convention and
+is checked; timm, detectron2 and Mask2Former files get their hash recorded at first download. Each scheme's
+base URL can be replaced (a mirror, a test server) by ``AQFORMER_<SCHEME>_BASE_URL``, e.g.
+``AQFORMER_TORCHVISION_BASE_URL``; the file's path below the base stays the same.
 """
 from __future__ import annotations
 
-import hashlib
-import io
 import json
 import logging
 import os
@@ -56,30 +35,18 @@ import torch
 from detectron2.utils.file_io import PathHandler, PathManager
 from iopath.common.file_io import file_lock
 
-# Modules, not names: torchvision_resnet imports this module (its loader accepts weight URLs).
-from . import coco_backbone, timm_convert, torchvggish_convert, torchvision_resnet
-from .loading import load_checkpoint_file, load_state_dict_file
-from .weight_cache import (
-    fetch_verified,
-    hash_prefix_from_name,
-    sha256_of_file,
-    weights_cache_dir,
-    write_file_atomic,
-)
+from .checkpointer import atomic_write, save_weights_checkpoint
+from .coco_backbone import coco_backbone_model_state
+from .loading import load_state_dict_file
+from .timm_convert import timm_model_state
+from .torchvggish_convert import torchvggish_model_state
+from .torchvision_resnet import convert_torchvision_resnet_state_dict
+from .weight_cache import fetch_verified, hash_prefix_from_name, sha256_of_file, weights_cache_dir
 
 __all__ = [
-    "CHECKPOINT_FORM",
-    "ORIGINAL_FORM",
-    "SCHEMES",
-    "TORCHVGGISH_FILES",
-    "TORCHVISION_FILES",
-    "WeightSource",
-    "WeightURLHandler",
-    "fetch_weights",
-    "is_weight_url",
-    "local_weight_file",
-    "register_weight_url_handler",
-    "resolve_weight_url",
+    "CHECKPOINT_FORM", "ORIGINAL_FORM", "SCHEMES", "TORCHVGGISH_FILES", "TORCHVISION_FILES", "WeightSource",
+    "WeightURLHandler", "fetch_weights", "is_weight_url", "local_weight_file", "register_weight_url_handler",
+    "resolve_weight_url"
 ]
 
 logger = logging.getLogger(__name__)
@@ -112,15 +79,10 @@ DETECTRON2_BACKBONE_FOLDER = "ImageNetPretrained/"
 # ResNet50_Weights.IMAGENET1K_V1.url == "https://download.pytorch.org/models/resnet50-0676ba61.pth".
 # AVSBench (avs_scripts/avs_s4/config.py) used "resnet50-19c8e357.pth", the same IMAGENET1K_V1 weights
 # in torch's legacy serialisation; torchvision re-saved them under the new name (pytorch/vision#2068).
-TORCHVISION_FILES: Dict[str, str] = {
-    "resnet50": "resnet50-0676ba61.pth",
-}
+TORCHVISION_FILES: Dict[str, str] = {"resnet50": "resnet50-0676ba61.pth"}
 
 # torchvggish://<name> -> released file name (harritaylor/torchvggish hubconf.py, release v0.1).
-TORCHVGGISH_FILES: Dict[str, str] = {
-    "vggish": "vggish-10086976.pth",
-    "vggish_pca": "vggish_pca_params-970ea276.pth",
-}
+TORCHVGGISH_FILES: Dict[str, str] = {"vggish": "vggish-10086976.pth", "vggish_pca": "vggish_pca_params-970ea276.pth"}
 # The PCA parameters have no whole-model form: they only go to this option.
 _TORCHVGGISH_WITHOUT_CHECKPOINT_FORM = {"vggish_pca": "MODEL.AUDIO_ENCODER.PCA_WEIGHTS"}
 
@@ -134,17 +96,44 @@ CONVERTED_SUFFIX = ".d2.pth"
 
 @dataclass(frozen=True)
 class Converter:
-    """How a downloaded file becomes a whole-model detectron2 checkpoint.
+    """How a downloaded file becomes a whole-model checkpoint.
 
     Attributes:
-        name: identifies the conversion (recorded with the converted file; a change re-converts).
-        convert: local file path -> ``{"model": {...}, "__author__": ..., "matching_heuristics": False}``.
+        name: identifies the conversion (recorded with the converted file; another name re-converts).
+        author: the checkpoint's ``__author__``.
+        convert: ``(state dict, file name) -> state dict of the whole model`` (a pure function).
         command: the manual equivalent, with ``{input}`` / ``{output}`` placeholders.
     """
 
     name: str
-    convert: Callable[[str], Dict[str, Any]]
+    author: str
+    convert: Callable[[Dict[str, torch.Tensor], str], Mapping[str, torch.Tensor]]
     command: str
+
+
+_TORCHVISION_RESNET = Converter(
+    "convert_torchvision_resnet_state_dict(prefix='backbone.')", "torchvision",
+    lambda sd, source: convert_torchvision_resnet_state_dict(sd, prefix="backbone.", source=source)[0],
+    "python tools/convert_torchvision_resnet.py {input} {output}",
+)
+_TORCHVGGISH = Converter(
+    "torchvggish_model_state(prefix='audio_encoder.')", "torchvggish",
+    lambda sd, source: torchvggish_model_state(sd, prefix="audio_encoder.", source=source),
+    "python tools/convert_vggish.py {input} -o {output}",
+)
+_COCO_BACKBONE = Converter(
+    "coco_backbone_model_state(prefix='backbone.')", "coco_backbone",
+    lambda sd, source: coco_backbone_model_state(sd, prefix="backbone.", source=source),
+    "python tools/convert_d2_coco_backbone.py {input} {output}",
+)
+
+
+def _timm_converter(model_name: str) -> Converter:
+    return Converter(
+        f"timm_model_state({model_name!r}, prefix='backbone.body.')", f"timm:{model_name}",
+        lambda sd, source: timm_model_state(sd, model_name, prefix="backbone.body.", source=source),
+        f"python tools/convert_timm_backbone.py {{input}} {{output}} --model {model_name}",
+    )
 
 
 @dataclass(frozen=True)
@@ -170,74 +159,16 @@ class WeightSource:
     @property
     def converted_path(self) -> str:
         """Where the converted whole-model checkpoint is cached."""
-        stem, _ = os.path.splitext(self.cache_path)
-        return stem + CONVERTED_SUFFIX
+        return os.path.splitext(self.cache_path)[0] + CONVERTED_SUFFIX
 
 
-def _torchvision_resnet_converter() -> Converter:
-    def convert(path: str) -> Dict[str, Any]:
-        state = load_state_dict_file(path)
-        return torchvision_resnet.torchvision_resnet_to_detectron2_checkpoint(state, prefix="backbone.", source=path)
-
-    return Converter(
-        name="torchvision_resnet_to_detectron2_checkpoint(prefix='backbone.')",
-        convert=convert,
-        command="python tools/convert_torchvision_resnet.py {input} {output}",
-    )
-
-
-def _timm_converter(model_name: str) -> Converter:
-    def convert(path: str) -> Dict[str, Any]:
-        state = load_state_dict_file(path)
-        return timm_convert.timm_detectron2_checkpoint(state, model_name, prefix="backbone.body.", source=path)
-
-    return Converter(
-        name=f"timm_detectron2_checkpoint({model_name!r}, prefix='backbone.body.')",
-        convert=convert,
-        command=f"python tools/convert_timm_backbone.py {{input}} {{output}} --model {model_name}",
-    )
-
-
-def _torchvggish_converter() -> Converter:
-    def convert(path: str) -> Dict[str, Any]:
-        state = load_checkpoint_file(path)
-        return torchvggish_convert.torchvggish_to_detectron2_checkpoint(state, prefix="audio_encoder.", source=path)
-
-    return Converter(
-        name="torchvggish_to_detectron2_checkpoint(prefix='audio_encoder.')",
-        convert=convert,
-        command="python tools/convert_vggish.py {input} -o {output}",
-    )
-
-
-def _coco_backbone_converter() -> Converter:
-    def convert(path: str) -> Dict[str, Any]:
-        return coco_backbone.coco_backbone_checkpoint(load_state_dict_file(path), source=path, prefix="backbone.")
-
-    return Converter(
-        name="coco_backbone_checkpoint(prefix='backbone.')",
-        convert=convert,
-        command="python tools/convert_d2_coco_backbone.py {input} {output}",
-    )
-
-
-def _base_url(scheme: str) -> str:
-    env = f"AQFORMER_{scheme.upper()}_BASE_URL"
-    return (os.environ.get(env) or SCHEMES[scheme]).rstrip("/")
-
-
-def _cache_file(scheme: str, relpath: str) -> str:
-    # each scheme's files sit in a sub-folder of the cache named after it
-    return os.path.join(weights_cache_dir(), scheme, *relpath.split("/"))
-
-
-def _split_url(url: str) -> Tuple[str, str]:
-    scheme, sep, name = url.partition("://")
-    if not sep or scheme not in SCHEMES:
-        raise ValueError(f"{url}: not a weight URL (schemes: {', '.join(s + '://' for s in SCHEMES)})")
-    if not name:
-        raise ValueError(f"{url}: no name after '{scheme}://'")
-    return scheme, name
+def _source(url: str, scheme: str, relpath: str, converter: Optional[Converter], *, hashed_name: bool = False,
+            cache_relpath: str = "", checkpoint_form_note: str = "") -> WeightSource:
+    """``relpath`` below the scheme's base URL, cached as ``<cache>/<scheme>/<cache_relpath or relpath>``."""
+    base = (os.environ.get(f"AQFORMER_{scheme.upper()}_BASE_URL") or SCHEMES[scheme]).rstrip("/")
+    cache_path = os.path.join(weights_cache_dir(), scheme, *(cache_relpath or relpath).split("/"))
+    hash_prefix = hash_prefix_from_name(relpath) if hashed_name else None
+    return WeightSource(url, f"{base}/{relpath}", cache_path, hash_prefix, converter, checkpoint_form_note)
 
 
 def _from_table(url: str, scheme: str, name: str, table: Mapping[str, str]) -> str:
@@ -248,26 +179,16 @@ def _from_table(url: str, scheme: str, name: str, table: Mapping[str, str]) -> s
 
 def _resolve_torchvision(url: str, name: str) -> WeightSource:
     filename = _from_table(url, "torchvision", name, TORCHVISION_FILES)
-    return WeightSource(
-        url=url,
-        download_url=f"{_base_url('torchvision')}/{filename}",
-        cache_path=_cache_file("torchvision", filename),
-        hash_prefix=hash_prefix_from_name(filename),
-        converter=_torchvision_resnet_converter(),
-    )
+    return _source(url, "torchvision", filename, _TORCHVISION_RESNET, hashed_name=True)
 
 
 def _resolve_torchvggish(url: str, name: str) -> WeightSource:
     filename = _from_table(url, "torchvggish", name, TORCHVGGISH_FILES)
-    note = _TORCHVGGISH_WITHOUT_CHECKPOINT_FORM.get(name, "")
-    return WeightSource(
-        url=url,
-        download_url=f"{_base_url('torchvggish')}/{filename}",
-        cache_path=_cache_file("torchvggish", filename),
-        hash_prefix=hash_prefix_from_name(filename),
-        converter=None if note else _torchvggish_converter(),
-        checkpoint_form_note=f"{url} has no whole-model checkpoint form; pass it as {note}" if note else "",
-    )
+    option = _TORCHVGGISH_WITHOUT_CHECKPOINT_FORM.get(name)
+    if option:
+        note = f"{url} has no whole-model checkpoint form; pass it as {option}"
+        return _source(url, "torchvggish", filename, None, hashed_name=True, checkpoint_form_note=note)
+    return _source(url, "torchvggish", filename, _TORCHVGGISH, hashed_name=True)
 
 
 def _resolve_timm(url: str, name: str) -> WeightSource:
@@ -285,15 +206,9 @@ def _resolve_timm(url: str, name: str) -> WeightSource:
             f"{url}: timm's pretrained config for {name!r} names no Hugging Face hub id (url={cfg.url!r}); "
             "download the weights yourself and pass the local file"
         )
-    repo_id = cfg.hf_hub_id
     filename = cfg.hf_hub_filename or TIMM_HF_FILENAME
-    return WeightSource(
-        url=url,
-        download_url=f"{_base_url('timm')}/{repo_id}/resolve/{TIMM_HF_REVISION}/{filename}",
-        cache_path=_cache_file("timm", f"{repo_id}/{filename}"),
-        hash_prefix=None,
-        converter=_timm_converter(cfg.architecture or architecture),
-    )
+    return _source(url, "timm", f"{cfg.hf_hub_id}/resolve/{TIMM_HF_REVISION}/{filename}",
+                   _timm_converter(cfg.architecture or architecture), cache_relpath=f"{cfg.hf_hub_id}/{filename}")
 
 
 def _model_zoo_relpath(url: str, scheme: str, name: str) -> str:
@@ -306,24 +221,11 @@ def _model_zoo_relpath(url: str, scheme: str, name: str) -> str:
 def _resolve_detectron2(url: str, name: str) -> WeightSource:
     relpath = _model_zoo_relpath(url, "detectron2", name)
     backbone_only = relpath.startswith(DETECTRON2_BACKBONE_FOLDER)
-    return WeightSource(
-        url=url,
-        download_url=f"{_base_url('detectron2')}/{relpath}",
-        cache_path=_cache_file("detectron2", relpath),
-        hash_prefix=None,
-        converter=None if backbone_only else _coco_backbone_converter(),
-    )
+    return _source(url, "detectron2", relpath, None if backbone_only else _COCO_BACKBONE)
 
 
 def _resolve_mask2former(url: str, name: str) -> WeightSource:
-    relpath = _model_zoo_relpath(url, "mask2former", name)
-    return WeightSource(
-        url=url,
-        download_url=f"{_base_url('mask2former')}/{relpath}",
-        cache_path=_cache_file("mask2former", relpath),
-        hash_prefix=None,
-        converter=_coco_backbone_converter(),
-    )
+    return _source(url, "mask2former", _model_zoo_relpath(url, "mask2former", name), _COCO_BACKBONE)
 
 
 _RESOLVERS: Dict[str, Callable[[str, str], WeightSource]] = {
@@ -335,12 +237,15 @@ _RESOLVERS: Dict[str, Callable[[str, str], WeightSource]] = {
 }
 
 
+def _split_url(url: Any) -> Tuple[str, str]:
+    """``(scheme, name)`` of a weight URL; ``("", "")`` for anything else."""
+    scheme, sep, name = url.partition("://") if isinstance(url, str) else ("", "", "")
+    return (scheme, name) if sep and scheme in SCHEMES else ("", "")
+
+
 def is_weight_url(path: Any) -> bool:
     """Whether ``path`` is a string starting with one of :data:`SCHEMES` followed by ``://``."""
-    if not isinstance(path, str):
-        return False
-    scheme, sep, _ = path.partition("://")
-    return bool(sep) and scheme in SCHEMES
+    return bool(_split_url(path)[0])
 
 
 def resolve_weight_url(url: str) -> WeightSource:
@@ -350,12 +255,15 @@ def resolve_weight_url(url: str) -> WeightSource:
         ValueError: unknown scheme or name (the message lists the known ones).
     """
     scheme, name = _split_url(url)
+    if not scheme:
+        raise ValueError(f"{url}: not a weight URL (schemes: {', '.join(s + '://' for s in SCHEMES)})")
+    if not name:
+        raise ValueError(f"{url}: no name after '{scheme}://'")
     return _RESOLVERS[scheme](url, name)
 
 
 def _offline_hint(source: WeightSource, form: str) -> str:
     """What to do by hand when ``source`` cannot be downloaded."""
-    filename = os.path.basename(source.cache_path)
     check = (
         f"it is checked against the SHA-256 prefix {source.hash_prefix} in its name"
         if source.hash_prefix
@@ -366,7 +274,9 @@ def _offline_hint(source: WeightSource, form: str) -> str:
         f"{source.cache_path} ({check}), then run again"
     )
     if form == CHECKPOINT_FORM and source.converter is not None:
-        command = source.converter.command.format(input=filename, output=os.path.basename(source.converted_path))
+        command = source.converter.command.format(
+            input=os.path.basename(source.cache_path), output=os.path.basename(source.converted_path)
+        )
         return (
             f"{hint} (it is converted on first use); or convert the downloaded file yourself with "
             f"`{command}` and pass the output file as MODEL.WEIGHTS."
@@ -374,24 +284,18 @@ def _offline_hint(source: WeightSource, form: str) -> str:
     return f"{hint}; or pass the downloaded file's local path instead of {source.url}."
 
 
-def _read_conversion_record(path: str) -> Optional[Dict[str, Any]]:
-    record = path + ".json"
-    if not os.path.isfile(record):
-        return None
-    with open(record, "r", encoding="utf-8") as f:
-        try:
-            data = json.load(f)
-        except json.JSONDecodeError:
-            logger.warning("%s: unreadable conversion record; converting again", record)
-            return None
-    return data if isinstance(data, dict) else None
-
-
 def _converted_file_is_current(source: WeightSource, source_sha256: str) -> bool:
     """The cached converted file exists, came from this download with this converter, and is intact."""
-    path = source.converted_path
-    record = _read_conversion_record(path)
-    if not os.path.isfile(path) or record is None:
+    path, record_path = source.converted_path, source.converted_path + ".json"
+    if not (os.path.isfile(path) and os.path.isfile(record_path)):
+        return False
+    try:
+        with open(record_path, "r", encoding="utf-8") as f:
+            record = json.load(f)
+    except json.JSONDecodeError:
+        record = None
+    if not isinstance(record, dict):
+        logger.warning("%s: unreadable conversion record; converting again", record_path)
         return False
     if record.get("source_sha256") != source_sha256 or record.get("converter") != source.converter.name:
         logger.info("%s: made from another file or by another converter; converting again", path)
@@ -404,28 +308,20 @@ def _converted_file_is_current(source: WeightSource, source_sha256: str) -> bool
 
 def _convert_cached(source: WeightSource) -> str:
     """Convert the (verified) cached download into a whole-model checkpoint next to it; returns its path."""
-    path = source.converted_path
+    path, converter = source.converted_path, source.converter
     with file_lock(path):
         source_sha256 = sha256_of_file(source.cache_path)
         if _converted_file_is_current(source, source_sha256):
             logger.info("%s: using cached conversion %s", source.url, path)
             return path
-        logger.info("%s: converting %s with %s", source.url, source.cache_path, source.converter.name)
-        checkpoint = source.converter.convert(source.cache_path)
-        # serialised in memory, then written to a temporary file and renamed: a cut-off conversion
-        # leaves nothing behind
-        buffer = io.BytesIO()
-        torch.save(checkpoint, buffer)
-        data = buffer.getvalue()
-        record = {
-            "source": os.path.basename(source.cache_path),
-            "source_sha256": source_sha256,
-            "converter": source.converter.name,
-            "sha256": hashlib.sha256(data).hexdigest(),
-        }
-        write_file_atomic(path, data)
-        write_file_atomic(path + ".json", (json.dumps(record, indent=1) + "\n").encode("utf-8"))
-        logger.info("%s: wrote %s (%d tensors)", source.url, path, len(checkpoint["model"]))
+        logger.info("%s: converting %s with %s", source.url, source.cache_path, converter.name)
+        model_state = converter.convert(load_state_dict_file(source.cache_path), source.cache_path)
+        # the record is written last: a conversion cut off before it is redone on the next use
+        save_weights_checkpoint(path, model_state, converter.author)
+        record = {"source": os.path.basename(source.cache_path), "source_sha256": source_sha256,
+                  "converter": converter.name, "sha256": sha256_of_file(path)}
+        atomic_write(path + ".json", lambda f: f.write((json.dumps(record, indent=1) + "\n").encode("utf-8")))
+        logger.info("%s: wrote %s (%d tensors)", source.url, path, len(model_state))
         return path
 
 
@@ -433,30 +329,24 @@ def fetch_weights(url: str, *, form: str = CHECKPOINT_FORM, force: bool = False)
     """Local path of a weight URL: download (once, verified) and, for ``form="checkpoint"``, convert.
 
     Args:
-        url: ``torchvision://...``, ``torchvggish://...``, ``timm://...`` or ``detectron2://...``.
+        url: a URL of one of :data:`SCHEMES`.
         form: ``"checkpoint"`` (whole-model detectron2 checkpoint, for ``MODEL.WEIGHTS``) or
             ``"original"`` (the released file, for component options and the converter tools).
         force: download again even if cached.
 
     Raises:
         ValueError: unknown scheme / name / form, or no whole-model form exists for ``url``.
-        aqformer_d2.checkpoint.weight_cache.WeightDownloadError: cannot download (the message names the
-            URL, the cache path and the manual route).
-        aqformer_d2.checkpoint.weight_cache.WeightHashError: the file does not match its hash.
+        aqformer_d2.checkpoint.WeightDownloadError: cannot download (the message names the URL, the cache
+            path and the manual route).
+        aqformer_d2.checkpoint.WeightHashError: the file does not match its hash.
     """
     if form not in _FORMS:
         raise ValueError(f"{url}: form must be one of {_FORMS}, got {form!r}")
     source = resolve_weight_url(url)
     if form == CHECKPOINT_FORM and source.checkpoint_form_note:
         raise ValueError(source.checkpoint_form_note)
-    fetch_verified(
-        source.download_url,
-        source.cache_path,
-        hash_prefix=source.hash_prefix,
-        what=url,
-        hint=_offline_hint(source, form),
-        force=force,
-    )
+    fetch_verified(source.download_url, source.cache_path, hash_prefix=source.hash_prefix, what=url,
+                   hint=_offline_hint(source, form), force=force)
     if form == ORIGINAL_FORM or source.converter is None:
         return source.cache_path
     return _convert_cached(source)
@@ -469,9 +359,7 @@ def local_weight_file(path: str, *, form: str = ORIGINAL_FORM) -> str:
     use the default ``form="original"``: the released file.
     """
     path = os.fspath(path)
-    if is_weight_url(path):
-        return fetch_weights(path, form=form)
-    return path
+    return fetch_weights(path, form=form) if is_weight_url(path) else path
 
 
 class WeightURLHandler(PathHandler):

@@ -1,19 +1,17 @@
 """A cache of downloaded weight files: hash-checked, atomic, usable offline.
 
-* Folder: ``$AQFORMER_CACHE`` if set, else ``<torch hub dir>/aqformer`` (torch's hub dir is
-  ``$TORCH_HOME/hub``, by default ``~/.cache/torch/hub``).
-* Verification: a file whose name carries a SHA-256 prefix (torch hub's ``name-<hex>.ext`` convention,
-  at least 8 hex digits) must match it. Every downloaded file also gets a record ``<file>.sha256``
-  (``sha256sum`` format) written when it is first downloaded; every later use re-hashes the file and
-  compares. A file found in the cache without a record (copied there by hand) is recorded on first use.
-* Atomicity: a download goes to a temporary ``.part`` file in the same folder, is checked (length
-  against ``Content-Length``, hash), and only then renamed to its final name; on any failure the
-  temporary file is removed. An interrupted or corrupt download therefore never leaves a file that a
-  later run trusts.
-* Offline: a download that fails raises :class:`WeightDownloadError` whose message names the URL, the
-  path where the file is expected and what to do by hand (the caller supplies that part).
+* Folder: ``$AQFORMER_CACHE`` if set, else ``<torch.hub.get_dir()>/aqformer`` (``~/.cache/torch/hub/aqformer``).
+* Hashes: a file whose name carries a SHA-256 prefix (torch hub's ``name-<hex>.ext``, at least 8 hex digits)
+  must match it. Every file also gets a record ``<file>.sha256`` (``sha256sum`` format) when it is downloaded,
+  or on first use when it was copied into the cache by hand; every later use re-hashes the file against it.
+* Atomicity: a download streams into ``<file>.partial`` (:func:`~aqformer_d2.checkpoint.atomic_write`); the
+  length (``Content-Length``) and hash are checked before the rename, and on any failure nothing is left.
+* Offline: a failed download raises :class:`WeightDownloadError` naming the URL, the path where the file is
+  expected and what to do by hand (the caller's ``hint``).
 
-Concurrent processes (one per GPU) serialise on a lock file ``<file>.lock``.
+``torch.hub.download_url_to_file`` is not used: it sets no socket timeout, and it keeps a transfer cut off
+early as complete when no hash prefix is known (timm and detectron2 files), whose hash would then be recorded
+as the truth. Concurrent processes (one per GPU) serialise on iopath's ``file_lock`` (``<file>.lock``).
 """
 from __future__ import annotations
 
@@ -22,39 +20,27 @@ import http.client
 import logging
 import os
 import re
-import tempfile
 import urllib.error
 import urllib.request
-from typing import BinaryIO, Optional, Tuple
+from typing import IO, Optional
 
 from iopath.common.file_io import file_lock
 
+from .checkpointer import atomic_write
+
 __all__ = [
-    "CACHE_ENV",
-    "WeightDownloadError",
-    "WeightHashError",
-    "fetch_verified",
-    "hash_prefix_from_name",
-    "hash_record_path",
-    "read_hash_record",
-    "sha256_of_file",
-    "verify_cached_file",
-    "weights_cache_dir",
-    "write_file_atomic",
+    "WeightDownloadError", "WeightHashError", "fetch_verified", "hash_prefix_from_name", "hash_record_path",
+    "read_hash_record", "sha256_of_file", "verify_cached_file", "weights_cache_dir"
 ]
 
 logger = logging.getLogger(__name__)
 
 CACHE_ENV = "AQFORMER_CACHE"
-# Sub-folder of torch's hub directory used when $AQFORMER_CACHE is unset.
-TORCH_HUB_SUBDIR = "aqformer"
 # Seconds a blocked socket operation (connect, read) may take before the download is abandoned.
 DEFAULT_TIMEOUT_S = 60.0
 _CHUNK = 1 << 20
-# torch hub's convention ("resnet50-0676ba61.pth" -> "0676ba61"), with at least 8 hex digits so that
-# names such as detectron2's "R-50.pkl" are not read as carrying a hash.
+# "resnet50-0676ba61.pth" -> "0676ba61"; at least 8 hex digits, so that "R-50.pkl" carries no hash.
 _HASH_IN_NAME = re.compile(r"-([0-9a-f]{8,64})\.[^/]*$")
-_HASH_RECORD_SUFFIX = ".sha256"
 
 
 class WeightDownloadError(OSError):
@@ -72,7 +58,7 @@ def weights_cache_dir() -> str:
         return os.path.abspath(os.path.expanduser(root))
     import torch.hub
 
-    return os.path.join(torch.hub.get_dir(), TORCH_HUB_SUBDIR)
+    return os.path.join(torch.hub.get_dir(), "aqformer")
 
 
 def hash_prefix_from_name(filename: str) -> Optional[str]:
@@ -92,11 +78,11 @@ def sha256_of_file(path: str) -> str:
 
 def hash_record_path(path: str) -> str:
     """Where the SHA-256 of ``path`` recorded at first download is kept."""
-    return path + _HASH_RECORD_SUFFIX
+    return path + ".sha256"
 
 
 def read_hash_record(path: str) -> Optional[str]:
-    """The recorded SHA-256 of ``path``, or None when there is no record.
+    """The recorded SHA-256 of ``path``, or None without a record.
 
     Raises:
         WeightHashError: the record exists but does not hold a SHA-256.
@@ -111,22 +97,9 @@ def read_hash_record(path: str) -> Optional[str]:
     return text[0]
 
 
-def write_file_atomic(path: str, data: bytes) -> None:
-    """Write ``data`` to a temporary file beside ``path`` and rename it into place."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path) + ".", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
 def _write_hash_record(path: str, digest: str) -> None:
-    write_file_atomic(hash_record_path(path), f"{digest}  {os.path.basename(path)}\n".encode("utf-8"))
+    line = f"{digest}  {os.path.basename(path)}\n".encode("utf-8")
+    atomic_write(hash_record_path(path), lambda f: f.write(line))
 
 
 def _check_digest(digest: str, *, hash_prefix: Optional[str], recorded: Optional[str], what: str) -> None:
@@ -143,13 +116,12 @@ def _check_digest(digest: str, *, hash_prefix: Optional[str], recorded: Optional
 
 
 def verify_cached_file(path: str, *, hash_prefix: Optional[str] = None) -> str:
-    """Re-hash a cached file and check it against its name's prefix and its record; returns the SHA-256.
+    """Re-hash a cached file against its name's prefix and its record; returns the SHA-256.
 
-    A file without a record (copied into the cache by hand) passes the prefix check (if any) and is then
-    recorded, so that later uses check against this first hash.
+    A file without a record (copied in by hand) passes the prefix check (if any) and is then recorded.
 
     Raises:
-        WeightHashError: the file does not match (the message says to delete it to download again).
+        WeightHashError: the file does not match (the message says to delete it to download it again).
     """
     digest = sha256_of_file(path)
     recorded = read_hash_record(path)
@@ -166,71 +138,49 @@ def verify_cached_file(path: str, *, hash_prefix: Optional[str] = None) -> str:
     return digest
 
 
-def _stream_to_file(url: str, out: BinaryIO, timeout_s: float) -> Tuple[str, int, Optional[int]]:
-    """Copy ``url`` into ``out``; returns ``(sha256 hex, bytes read, Content-Length or None)``.
-
-    Network failures propagate as urllib / http.client / OSError exceptions.
-    """
-    request = urllib.request.Request(url, headers={"User-Agent": "aqformer_d2-weights"})
-    digest = hashlib.sha256()
-    num_bytes = 0
-    with urllib.request.urlopen(request, timeout=timeout_s) as response:
-        length = response.headers.get("Content-Length")
-        expected = int(length) if length is not None and length.strip().isdigit() else None
-        while True:
-            chunk = response.read(_CHUNK)
-            if not chunk:
-                break
-            out.write(chunk)
-            digest.update(chunk)
-            num_bytes += len(chunk)
-    return digest.hexdigest(), num_bytes, expected
-
-
 def _download_reason(error: BaseException) -> str:
     """A one-line reason for a failed download (no traceback)."""
     if isinstance(error, urllib.error.HTTPError):
         return f"HTTP {error.code} {error.reason}"
-    if isinstance(error, urllib.error.URLError):
-        return f"{type(error.reason).__name__}: {error.reason}" if isinstance(error.reason, BaseException) else str(
-            error.reason
-        )
-    return f"{type(error).__name__}: {error}"
+    reason = error.reason if isinstance(error, urllib.error.URLError) else error
+    return f"{type(reason).__name__}: {reason}" if isinstance(reason, BaseException) else str(reason)
 
 
-def _download(url: str, dest: str, *, hash_prefix: Optional[str], timeout_s: float, what: str, hint: str) -> str:
-    """Download ``url`` to ``dest`` atomically after checking length and hash; returns the SHA-256."""
-    folder = os.path.dirname(dest)
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(dest) + ".", suffix=".part")
-    try:
-        logger.info("%s: downloading %s to %s", what, url, dest)
+def _download(url: str, dest: str, *, hash_prefix: Optional[str], timeout_s: float, what: str, hint: str) -> None:
+    """Stream ``url`` into ``dest`` all or nothing, after checking its length and hash (and recording the hash)."""
+    where = f"The file is expected at {dest}. {hint}"
+
+    def write(out: IO[bytes]) -> None:
+        digest, num_bytes, expected = hashlib.sha256(), 0, None
+        request = urllib.request.Request(url, headers={"User-Agent": "aqformer_d2-weights"})
         try:
-            with os.fdopen(fd, "wb") as out:
-                digest, num_bytes, expected = _stream_to_file(url, out, timeout_s)
+            with urllib.request.urlopen(request, timeout=timeout_s) as response:
+                length = response.headers.get("Content-Length")
+                expected = int(length) if length is not None and length.strip().isdigit() else None
+                for chunk in iter(lambda: response.read(_CHUNK), b""):
+                    out.write(chunk)
+                    digest.update(chunk)
+                    num_bytes += len(chunk)
         except (urllib.error.URLError, http.client.HTTPException, OSError) as e:
-            raise WeightDownloadError(
-                f"{what}: could not download {url} ({_download_reason(e)}). The file is expected at {dest}. {hint}"
-            ) from None
+            raise WeightDownloadError(f"{what}: could not download {url} ({_download_reason(e)}). {where}") from None
         if expected is not None and num_bytes != expected:
             raise WeightDownloadError(
                 f"{what}: the download of {url} was cut off after {num_bytes} of {expected} bytes; nothing was "
-                f"kept. The file is expected at {dest}. {hint}"
+                f"kept. {where}"
             )
         recorded = read_hash_record(dest)
         try:
-            _check_digest(digest, hash_prefix=hash_prefix, recorded=recorded, what=f"{what}: download of {url}")
+            _check_digest(digest.hexdigest(), hash_prefix=hash_prefix, recorded=recorded,
+                          what=f"{what}: download of {url}")
         except WeightHashError as e:
-            raise WeightHashError(f"{e}; refused, nothing was kept in {folder}") from None
-        # The record goes first: a file that reaches its final name always has one.
-        if recorded is None:
-            _write_hash_record(dest, digest)
-        os.replace(tmp, dest)
-        logger.info("%s: %s (%d bytes, SHA-256 %s)", what, dest, num_bytes, digest)
-        return digest
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+            raise WeightHashError(f"{e}; refused, nothing was kept in {os.path.dirname(dest)}") from None
+        if recorded is None:  # before the rename: a file under its final name always has a record
+            _write_hash_record(dest, digest.hexdigest())
+        logger.info("%s: %s (%d bytes, SHA-256 %s)", what, dest, num_bytes, digest.hexdigest())
+
+    logger.info("%s: downloading %s to %s", what, url, dest)
+    os.makedirs(os.path.dirname(dest), exist_ok=True)
+    atomic_write(dest, write)
 
 
 def fetch_verified(
@@ -263,6 +213,6 @@ def fetch_verified(
         if os.path.isfile(dest) and not force:
             verify_cached_file(dest, hash_prefix=hash_prefix)
             logger.info("%s: using cached %s", what, dest)
-            return dest
-        _download(url, dest, hash_prefix=hash_prefix, timeout_s=timeout_s, what=what, hint=hint)
+        else:
+            _download(url, dest, hash_prefix=hash_prefix, timeout_s=timeout_s, what=what, hint=hint)
     return dest

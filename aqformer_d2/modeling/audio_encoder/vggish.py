@@ -25,17 +25,14 @@ from detectron2.config import configurable
 from torch import nn
 
 from aqformer_d2.audio.logmel import NUM_FRAMES, NUM_MEL_BINS, waveform_to_examples
-from aqformer_d2.checkpoint.loading import load_checkpoint_file
-from aqformer_d2.checkpoint.url_schemes import local_weight_file
-from aqformer_d2.checkpoint.torchvggish_convert import BLOCK_CONVS as _BLOCK_CONVS
-from aqformer_d2.checkpoint.torchvggish_convert import POOLED_HW as _POOLED_HW
-from aqformer_d2.checkpoint.torchvggish_convert import (  # noqa: F401  (re-exported: VGGish's layout lives there)
-    PCA_EIGEN_VECTORS_NAME,
-    PCA_MEANS_NAME,
+from aqformer_d2.checkpoint import load_checkpoint_file, local_weight_file, vggish_pca_tensors
+
+from .vggish_layout import BLOCK_CONVS as _BLOCK_CONVS
+from .vggish_layout import POOLED_HW as _POOLED_HW
+from .vggish_layout import (  # noqa: F401  (convert_torchvggish_state_dict re-exported)
     VGGISH_CONV_CHANNELS,
     VGGISH_FC_DIMS,
     VGGISH_OUT_DIM,
-    as_float_tensor as _as_float_tensor,
     convert_torchvggish_state_dict,
     describe_value as _describe,
     vggish_state_dict_shapes,
@@ -78,22 +75,7 @@ def load_vggish_pca_params(path: Union[str, os.PathLike]) -> Tuple[torch.Tensor,
         ``(pca_matrix [D, D], pca_means [D, 1])`` float32 (means stored as ``[D]`` are reshaped).
     """
     path = os.fspath(path)
-    params = load_torch_file(path, "VGGish PCA parameters")
-    if not isinstance(params, Mapping):
-        raise ValueError(f"{path}: VGGish PCA parameters must be a dict, got {type(params).__name__}")
-    expected = {PCA_EIGEN_VECTORS_NAME, PCA_MEANS_NAME}
-    missing = sorted(expected - set(params))
-    unexpected = sorted(set(params) - expected)
-    if missing or unexpected:
-        raise ValueError(f"{path}: VGGish PCA parameters: missing keys {missing}, unexpected keys {unexpected}")
-    matrix = _as_float_tensor(params[PCA_EIGEN_VECTORS_NAME], path, PCA_EIGEN_VECTORS_NAME)
-    means = _as_float_tensor(params[PCA_MEANS_NAME], path, PCA_MEANS_NAME)
-    if matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1]:
-        raise ValueError(f"{path}: {PCA_EIGEN_VECTORS_NAME} must be square [D, D], got {list(matrix.shape)}")
-    dim = matrix.shape[0]
-    if tuple(means.shape) not in ((dim,), (dim, 1)):
-        raise ValueError(f"{path}: {PCA_MEANS_NAME} must be [{dim}] or [{dim}, 1], got {list(means.shape)}")
-    return matrix, means.reshape(dim, 1)
+    return vggish_pca_tensors(load_torch_file(path, "VGGish PCA parameters"), path)
 
 
 class VGGishPCA(nn.Module):
