@@ -6,6 +6,13 @@ See docs/synthavs.md. Entry points: :func:`generate_synthavs` (AVSBench-object l
 """
 from .clip import CLIP_KINDS, MAX_CATEGORIES, MIN_CATEGORIES, SynthClip, category_names, clip_name, synthesize_clip
 from .generator import CLIPS_METADATA_NAME, DEFAULT_SPLIT_SIZES, FORMAT_VERSION, MANIFEST_NAME, generate_synthavs
+from .semantic import (
+    SEMANTIC_DEFAULT_SPLIT_SIZES,
+    SEMANTIC_FORMAT_VERSION,
+    SEMANTIC_MANIFEST_NAME,
+    generate_synthavs_semantic,
+    semantic_class_names,
+)
 
 __all__ = [
     "CLIP_KINDS",
@@ -15,9 +22,14 @@ __all__ = [
     "MANIFEST_NAME",
     "MAX_CATEGORIES",
     "MIN_CATEGORIES",
+    "SEMANTIC_DEFAULT_SPLIT_SIZES",
+    "SEMANTIC_FORMAT_VERSION",
+    "SEMANTIC_MANIFEST_NAME",
     "SynthClip",
     "category_names",
     "clip_name",
     "generate_synthavs",
+    "generate_synthavs_semantic",
+    "semantic_class_names",
     "synthesize_clip",
 ]

@@ -1,12 +1,15 @@
-"""File writing shared by the SynthAVS writers: log-mel pickles (byte-reproducible), PNGs, CSV, JSON."""
+"""File writing shared by the SynthAVS writers: log-mel pickles (byte-reproducible), PNGs, CSV, JSON, and
+the manifest check that makes a re-run skip a complete dataset and never write into a foreign one."""
 from __future__ import annotations
 
 import csv
 import json
+import logging
 import os
 import pickle
+import shutil
 import struct
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Dict, Optional, Sequence
 
 import numpy as np
 import torch
@@ -15,7 +18,11 @@ from PIL import Image
 from .clip import NUM_FRAMES
 from .sounds import SAMPLE_RATE
 
-__all__ = ["dump_tensor", "load_logmel_fn", "logmel_tensor", "save_png", "write_csv", "write_json"]
+__all__ = [
+    "dump_tensor", "load_logmel_fn", "logmel_tensor", "prepare_root", "save_png", "write_csv", "write_json",
+]
+
+logger = logging.getLogger(__name__)
 
 
 def load_logmel_fn() -> Callable[..., Any]:
@@ -91,3 +98,58 @@ def write_json(path: str, obj: Any) -> None:
         json.dump(obj, fh, indent=2, sort_keys=True)
         fh.write("\n")
     os.replace(tmp, path)
+
+
+def _params_diff(old: Dict[str, Any], new: Dict[str, Any]) -> str:
+    keys = sorted(set(old) | set(new))
+    return ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in keys if old.get(k) != new.get(k))
+
+
+def prepare_root(
+    root: str, params: Dict[str, Any], overwrite: bool, manifest_name: str, owned: Sequence[str], foreign: str
+) -> Optional[Dict[str, Any]]:
+    """Return the existing manifest if the dataset under ``root`` is complete and made with ``params``;
+    otherwise remove an incomplete / replaced one (``overwrite``) or refuse.
+
+    Args:
+        manifest_name: the writer's manifest file under root.
+        owned: the files / folders under root the writer creates (removed when replacing).
+        foreign: what those paths without a manifest probably are (named in the refusal).
+
+    Raises:
+        FileExistsError: a dataset with other parameters (and not ``overwrite``), or ``owned`` paths
+            without a manifest (never written into, even with ``overwrite``).
+    """
+    manifest_path = os.path.join(root, manifest_name)
+    ours = [os.path.join(root, d) for d in owned]
+    if os.path.isfile(manifest_path):
+        try:
+            with open(manifest_path, encoding="utf-8") as fh:
+                manifest = json.load(fh)
+            old_params = manifest["params"]
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise RuntimeError(f"{manifest_path}: unreadable SynthAVS manifest ({e}); delete it or the folder") from e
+        if old_params == params and manifest.get("complete") is True:
+            return manifest
+        if old_params != params and not overwrite:
+            raise FileExistsError(
+                f"{root} holds a SynthAVS dataset generated with different parameters ({_params_diff(old_params, params)}); "
+                "pass overwrite=True (--overwrite) to replace it, or choose another root"
+            )
+        if old_params == params:
+            logger.info("SynthAVS at %s is incomplete (interrupted run): regenerating it", root)
+        else:
+            logger.info("SynthAVS at %s: parameters changed (%s), replacing it", root, _params_diff(old_params, params))
+        for d in ours:
+            if os.path.isdir(d):
+                shutil.rmtree(d)
+            elif os.path.exists(d):
+                os.remove(d)
+        os.remove(manifest_path)
+    elif any(os.path.exists(d) for d in ours):
+        names = " or ".join(d + ("/" if "." not in d else "") for d in owned)
+        raise FileExistsError(
+            f"{root} already holds {names} but no {manifest_name}: it is not a SynthAVS dataset "
+            f"(perhaps the real {foreign}). Refusing to write into it, even with overwrite; choose another root"
+        )
+    return None

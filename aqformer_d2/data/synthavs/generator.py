@@ -10,14 +10,13 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 from typing import Any, Dict, Optional, Union
 
 import numpy as np
 import soundfile as sf
 
 from .clip import MAX_CATEGORIES, NUM_FRAMES, SPLITS, SynthClip, _check_clip_args, _is_int, category_names, synthesize_clip
-from .files import dump_tensor, load_logmel_fn, logmel_tensor, save_png, write_csv, write_json
+from .files import dump_tensor, load_logmel_fn, logmel_tensor, prepare_root, save_png, write_csv, write_json
 from .sounds import CATEGORY_SOUNDS, SAMPLE_RATE
 
 __all__ = [
@@ -104,45 +103,6 @@ def _resolve_sizes(variants, n_train, n_val, n_test) -> Dict[str, Dict[str, int]
     return sizes
 
 
-def _params_diff(old: Dict[str, Any], new: Dict[str, Any]) -> str:
-    keys = sorted(set(old) | set(new))
-    return ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in keys if old.get(k) != new.get(k))
-
-
-def _prepare_root(root: str, params: Dict[str, Any], overwrite: bool) -> Optional[Dict[str, Any]]:
-    """Return the existing manifest if the dataset is complete and identical; otherwise clean up or refuse."""
-    manifest_path = os.path.join(root, MANIFEST_NAME)
-    ours = [os.path.join(root, d) for d in (_S4_DIR, _MS3_DIR)]
-    if os.path.isfile(manifest_path):
-        try:
-            with open(manifest_path, encoding="utf-8") as fh:
-                manifest = json.load(fh)
-            old_params = manifest["params"]
-        except (OSError, ValueError, KeyError, TypeError) as e:
-            raise RuntimeError(f"{manifest_path}: unreadable SynthAVS manifest ({e}); delete it or the folder") from e
-        if old_params == params and manifest.get("complete") is True:
-            return manifest
-        if old_params != params and not overwrite:
-            raise FileExistsError(
-                f"{root} holds a SynthAVS dataset generated with different parameters ({_params_diff(old_params, params)}); "
-                "pass overwrite=True (--overwrite) to replace it, or choose another root"
-            )
-        if old_params == params:
-            logger.info("SynthAVS at %s is incomplete (interrupted run): regenerating it", root)
-        else:
-            logger.info("SynthAVS at %s: parameters changed (%s), replacing it", root, _params_diff(old_params, params))
-        for d in ours:
-            if os.path.isdir(d):
-                shutil.rmtree(d)
-        os.remove(manifest_path)
-    elif any(os.path.exists(d) for d in ours):
-        raise FileExistsError(
-            f"{root} already holds {_S4_DIR}/ or {_MS3_DIR}/ but no {MANIFEST_NAME}: it is not a SynthAVS dataset "
-            "(perhaps the real AVSBench). Refusing to write into it, even with overwrite; choose another root"
-        )
-    return None
-
-
 def generate_synthavs(
     root: Union[str, os.PathLike],
     *,
@@ -199,7 +159,7 @@ def generate_synthavs(
         "snr_db": None if snr_db is None else float(snr_db),
     }
     os.makedirs(root, exist_ok=True)
-    existing = _prepare_root(root, params, overwrite)
+    existing = prepare_root(root, params, overwrite, MANIFEST_NAME, (_S4_DIR, _MS3_DIR), "AVSBench")
     if existing is not None:
         logger.info("SynthAVS at %s is complete with the same parameters: nothing to do", root)
         existing["skipped"] = True
