@@ -17,11 +17,10 @@ import numpy as np
 import torch
 
 from detectron2.config import configurable
-from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
 
 from ..datasets.register_avss import AVSS_IGNORE_LABEL, avss_palette, read_avss_label
-from .avs_clip_mapper import build_avs_augmentations, check_frame_sizes, load_audio_examples
+from .avs_clip_mapper import augment_clip, build_avs_augmentations, check_frame_sizes, load_audio_examples, read_frame
 from .build import AQ_DATASET_MAPPER_REGISTRY
 
 __all__ = ["AVSSClipMapper"]
@@ -91,15 +90,6 @@ class AVSSClipMapper:
             "zero_audio": cfg.INPUT.AUDIO.ZERO_INPUT,
         }
 
-    def _read_frame(self, path: str) -> np.ndarray:
-        try:
-            image = utils.read_image(path, format=self.image_format)  # [H0, W0, 3] uint8
-        except OSError as e:
-            raise OSError(f"Cannot read frame {path}: {e}") from e
-        if image.ndim != 3 or image.shape[2] != 3:
-            raise ValueError(f"Frame {path} has shape {image.shape} in format {self.image_format}; expected [H, W, 3].")
-        return image
-
     def __call__(self, dataset_dict: dict) -> dict:
         d = copy.deepcopy(dataset_dict)
         video = f"{d.get('subset')}/{d['video_id']}"
@@ -113,7 +103,7 @@ class AVSSClipMapper:
         height, width = int(d["height"]), int(d["width"])
         palette = avss_palette(int(d["num_classes"]))
 
-        frames = [self._read_frame(p) for p in frame_files]  # n x [H0, W0, 3]
+        frames = [read_frame(p, self.image_format) for p in frame_files]  # n x [H0, W0, 3]
         check_frame_sizes(video, frame_files, [f.shape[:2] for f in frames], (height, width))
         labels: List[Optional[np.ndarray]] = []
         for p in label_files:
@@ -125,10 +115,7 @@ class AVSSClipMapper:
                 raise ValueError(f"Label {p} is {lab.shape[0]}x{lab.shape[1]} (HxW), but its frames are {height}x{width}.")
             labels.append(lab)
 
-        # One draw of the (random) geometric augmentation for the whole clip, from the first frame.
-        aug_input = T.AugInput(frames[0])
-        transforms = self.augmentations(aug_input)
-        frames = [aug_input.image] + [transforms.apply_image(f) for f in frames[1:]]  # n x [H, W, 3]
+        frames, transforms = augment_clip(self.augmentations, frames)  # n x [H, W, 3], one draw per clip
         out_h, out_w = frames[0].shape[:2]
         images = torch.empty((t_pad, 3, out_h, out_w), dtype=torch.uint8)  # [T, 3, H, W]
         images[n:] = torch.from_numpy(self.pad_value)[:, None, None]

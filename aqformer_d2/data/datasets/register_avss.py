@@ -20,7 +20,6 @@ called; every problem found is reported in one :class:`AVSSLayoutError` (file an
 """
 from __future__ import annotations
 
-import csv
 import functools
 import json
 import logging
@@ -30,9 +29,9 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 from PIL import Image
 
-from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.data import MetadataCatalog
 
-from .register_avsbench import AVS_SPLITS
+from .register_avsbench import AVS_SPLITS, AVSLayoutError, read_csv_rows, register_or_replace
 
 __all__ = [
     "AVSS_IGNORE_LABEL",
@@ -69,7 +68,7 @@ _REQUIRED_COLUMNS = ("uid", "split", "label")
 _MAX_LISTED = 10
 
 
-class AVSSLayoutError(ValueError):
+class AVSSLayoutError(AVSLayoutError):
     """A malformed AVSBench-semantic tree (the message names the file and what is wrong)."""
 
 
@@ -185,12 +184,7 @@ def read_avss_label(path: str, palette: np.ndarray) -> np.ndarray:
 
 def _read_metadata(csv_file: str) -> List[Tuple[int, Dict[str, str]]]:
     """``(line, row by column name)`` for every data row of metadata.csv, validated."""
-    if not os.path.isfile(csv_file):
-        raise FileNotFoundError(f"AVSS metadata not found: {csv_file}")
-    with open(csv_file, newline="", encoding="utf-8") as f:
-        rows = [(n, row) for n, row in enumerate(csv.reader(f), start=1) if row]
-    if not rows:
-        raise AVSSLayoutError(f"{csv_file}: empty CSV (no header row).")
+    rows = read_csv_rows(csv_file, AVSSLayoutError)
     header = [h.strip() for h in rows[0][1]]
     missing = [c for c in _REQUIRED_COLUMNS if c not in header]
     if missing:
@@ -326,18 +320,6 @@ def load_avss_split(
     return dicts
 
 
-def _register_one(name: str, loader, metadata: dict) -> None:
-    """(Re-)register one name; a name registered by anything but this module is left alone (error)."""
-    if name in DatasetCatalog.list():
-        old = MetadataCatalog.get(name)
-        if old.get("evaluator_type") != "avss" or old.get("split") != metadata["split"]:
-            raise ValueError(f"Dataset {name!r} is already registered by someone else; refusing to replace it.")
-        DatasetCatalog.remove(name)
-        MetadataCatalog.remove(name)
-    DatasetCatalog.register(name, loader)
-    MetadataCatalog.get(name).set(**metadata)
-
-
 def register_avss_layout(
     name_prefix: str, root: str, *, num_classes: int = AVSS_NUM_CLASSES, audio_source: str = "wav"
 ) -> List[str]:
@@ -361,7 +343,7 @@ def register_avss_layout(
                 load_avss_split, root, split, subsets=subsets, num_classes=num_classes,
                 audio_source=audio_source, dataset_name=name,
             )
-            _register_one(name, loader, {
+            register_or_replace(name, loader, {
                 "evaluator_type": "avss",
                 "task": "avss",
                 "split": split,

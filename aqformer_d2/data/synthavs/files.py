@@ -15,11 +15,12 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .clip import NUM_FRAMES
+from .clip import NUM_FRAMES, SPLITS, _is_int
 from .sounds import SAMPLE_RATE
 
 __all__ = [
-    "dump_tensor", "load_logmel_fn", "logmel_tensor", "prepare_root", "save_png", "write_csv", "write_json",
+    "dump_tensor", "load_logmel_fn", "logmel_tensor", "prepare_root", "resolve_split_sizes", "save_png", "write_csv",
+    "write_json",
 ]
 
 logger = logging.getLogger(__name__)
@@ -98,6 +99,30 @@ def write_json(path: str, obj: Any) -> None:
         json.dump(obj, fh, indent=2, sort_keys=True)
         fh.write("\n")
     os.replace(tmp, path)
+
+
+def resolve_split_sizes(
+    variants: Sequence[str], n_train, n_val, n_test, defaults: Dict[str, Dict[str, int]]
+) -> Dict[str, Dict[str, int]]:
+    """Clips per split for each variant: ``n_<split>``, or ``defaults[variant][split]`` where it is None.
+
+    Raises:
+        ValueError: a count that is not a non-negative int, above 99999 (5-digit clip names), or all zero.
+    """
+    sizes: Dict[str, Dict[str, int]] = {}
+    for variant in variants:
+        sizes[variant] = {}
+        for split, n in zip(SPLITS, (n_train, n_val, n_test)):
+            if n is None:
+                n = defaults[variant][split]
+            elif not _is_int(n) or n < 0:
+                raise ValueError(f"n_{split} must be a non-negative int or None (variant default), got {n!r}")
+            if n > 99999:
+                raise ValueError(f"n_{split} must be at most 99999 (clip names use 5 digits), got {n}")
+            sizes[variant][split] = int(n)
+    if not any(sum(s.values()) for s in sizes.values()):
+        raise ValueError("nothing to generate: every split has 0 clips")
+    return sizes
 
 
 def _params_diff(old: Dict[str, Any], new: Dict[str, Any]) -> str:

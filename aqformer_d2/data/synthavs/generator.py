@@ -15,8 +15,17 @@ from typing import Any, Dict, Optional, Union
 import numpy as np
 import soundfile as sf
 
-from .clip import MAX_CATEGORIES, NUM_FRAMES, SPLITS, SynthClip, _check_clip_args, _is_int, category_names, synthesize_clip
-from .files import dump_tensor, load_logmel_fn, logmel_tensor, prepare_root, save_png, write_csv, write_json
+from .clip import MAX_CATEGORIES, NUM_FRAMES, SPLITS, SynthClip, _check_clip_args, category_names, synthesize_clip
+from .files import (
+    dump_tensor,
+    load_logmel_fn,
+    logmel_tensor,
+    prepare_root,
+    resolve_split_sizes,
+    save_png,
+    write_csv,
+    write_json,
+)
 from .sounds import CATEGORY_SOUNDS, SAMPLE_RATE
 
 __all__ = [
@@ -86,23 +95,6 @@ def _write_clip(root: str, clip: SynthClip, record: Dict[str, Any], logmel_fn) -
 
 
 # ----------------------------------------------------------------------------- dataset
-def _resolve_sizes(variants, n_train, n_val, n_test) -> Dict[str, Dict[str, int]]:
-    sizes = {}
-    for variant in variants:
-        sizes[variant] = {}
-        for split, n in zip(SPLITS, (n_train, n_val, n_test)):
-            if n is None:
-                n = DEFAULT_SPLIT_SIZES[variant][split]
-            elif not _is_int(n) or n < 0:
-                raise ValueError(f"n_{split} must be a non-negative int or None (variant default), got {n!r}")
-            if n > 99999:
-                raise ValueError(f"n_{split} must be at most 99999 (clip names use 5 digits), got {n}")
-            sizes[variant][split] = int(n)
-    if not any(sum(s.values()) for s in sizes.values()):
-        raise ValueError("nothing to generate: every split has 0 clips")
-    return sizes
-
-
 def generate_synthavs(
     root: Union[str, os.PathLike],
     *,
@@ -146,7 +138,7 @@ def generate_synthavs(
         raise ValueError(f"variant must be 's4', 'ms3' or 'both', got {variant!r}")
     variants = VARIANTS if variant == "both" else (variant,)
     _check_clip_args(seed, variants[0], "train", 0, image_size, num_categories, snr_db)
-    sizes = _resolve_sizes(variants, n_train, n_val, n_test)
+    sizes = resolve_split_sizes(variants, n_train, n_val, n_test, DEFAULT_SPLIT_SIZES)
     root = os.fspath(root)
     logmel_fn = load_logmel_fn()  # fail before touching anything on disk
     params = {

@@ -33,8 +33,9 @@ from PIL import Image
 
 from ..datasets.register_avss import AVSS_LOGMEL_NAME, AVSS_SUBSETS, avss_palette, supervised_frames
 from ..datasets.register_synthavs import SYNTHAVS_AVSS_NUM_CLASSES
-from .clip import MIN_CATEGORIES, SPLITS, SynthClip, _check_clip_args, _is_int, category_names, synthesize_clip
-from .files import dump_tensor, load_logmel_fn, logmel_tensor, prepare_root, save_png, write_csv, write_json
+from .clip import MIN_CATEGORIES, SPLITS, SynthClip, _check_clip_args, category_names, synthesize_clip
+from .files import dump_tensor, load_logmel_fn, logmel_tensor, prepare_root, resolve_split_sizes
+from .files import save_png, write_csv, write_json
 from .sounds import SAMPLE_RATE
 
 __all__ = [
@@ -67,23 +68,6 @@ if SYNTHAVS_AVSS_NUM_CLASSES != _NUM_CATEGORIES + 1:
 def semantic_class_names() -> list:
     """The K = 9 class names in index order: background, then the 8 SynthAVS categories."""
     return ["background"] + category_names(_NUM_CATEGORIES)
-
-
-def _resolve_sizes(n_train, n_val, n_test) -> Dict[str, Dict[str, int]]:
-    sizes: Dict[str, Dict[str, int]] = {}
-    for subset in AVSS_SUBSETS:
-        sizes[subset] = {}
-        for split, n in zip(SPLITS, (n_train, n_val, n_test)):
-            if n is None:
-                n = SEMANTIC_DEFAULT_SPLIT_SIZES[subset][split]
-            elif not _is_int(n) or n < 0:
-                raise ValueError(f"n_{split} must be a non-negative int or None (subset default), got {n!r}")
-            if n > 99999:
-                raise ValueError(f"n_{split} must be at most 99999 (clip names use 5 digits), got {n}")
-            sizes[subset][split] = int(n)
-    if not any(sum(s.values()) for s in sizes.values()):
-        raise ValueError("nothing to generate: every split has 0 clips")
-    return sizes
 
 
 def _write_clip(root: str, clip: SynthClip, palette: np.ndarray, logmel_fn) -> Dict[str, Any]:
@@ -139,7 +123,7 @@ def generate_synthavs_semantic(
             AVSS-layout tree (e.g. the real AVSBench-semantic) that SynthAVS did not write.
     """
     _check_clip_args(seed, "v1s", "train", 0, image_size, _NUM_CATEGORIES, snr_db)
-    sizes = _resolve_sizes(n_train, n_val, n_test)
+    sizes = resolve_split_sizes(AVSS_SUBSETS, n_train, n_val, n_test, SEMANTIC_DEFAULT_SPLIT_SIZES)
     root = os.fspath(root)
     logmel_fn = load_logmel_fn()  # fail before touching anything on disk
     params = {
