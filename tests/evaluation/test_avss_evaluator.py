@@ -156,3 +156,36 @@ def test_two_gloo_processes_match_one_process(tmp_path):
         else:
             assert abs(two[key] - value) < TOL, key
     assert local["num_clips"] == 2 and abs(local["mIoU"] - one["mIoU"]) > 1e-3
+
+
+def test_trainer_builds_the_evaluator_of_the_dataset_type(tmp_path):
+    from detectron2.config import get_cfg
+    from detectron2.data import DatasetCatalog
+
+    from aqformer_d2.config import add_aqformer_config
+    from aqformer_d2.data.datasets import register_avss_layout
+    from aqformer_d2.engine import AQFormerTrainer
+    from aqformer_d2.evaluation import AVSEvaluator, best_metric_name
+    from tests.data.avss_tree import class_names, make_avss_tree
+
+    root = make_avss_tree(str(tmp_path / "avss"), num_classes=K, clips=[("v2", "test", "n_te")])
+    names = register_avss_layout("avss_trainer_unit", root, num_classes=K)
+    try:
+        cfg = get_cfg()
+        add_aqformer_config(cfg)
+        cfg.OUTPUT_DIR = str(tmp_path / "out")
+        ev = AQFormerTrainer.build_evaluator(cfg, "avss_trainer_unit_test")
+        assert isinstance(ev, AVSSEvaluator) and ev._protocol == "official" and ev._names == class_names(K)
+        assert best_metric_name(cfg, "avss_trainer_unit_test") == "avss_official/mIoU"
+        cfg.TEST.AVSS_PROTOCOL = "real_frames"
+        assert AQFormerTrainer.build_evaluator(cfg, "avss_trainer_unit_v2_test")._protocol == "real_frames"
+        assert best_metric_name(cfg, "avss_trainer_unit_test") == "avss_real_frames/mIoU"
+        assert isinstance(AQFormerTrainer.build_evaluator(cfg, "avsbench_s4_test"), AVSEvaluator)
+        assert best_metric_name(cfg, "avsbench_s4_test") == "avs/mIoU"
+        DatasetCatalog.register("unit_no_type", lambda: [])
+        with pytest.raises(ValueError, match="evaluator_type None"):
+            AQFormerTrainer.build_evaluator(cfg, "unit_no_type")
+    finally:
+        for name in names + ["unit_no_type"]:
+            if name in DatasetCatalog.list():
+                DatasetCatalog.remove(name)
