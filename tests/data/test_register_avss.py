@@ -188,3 +188,8 @@ def test_registering_over_a_foreign_name_is_refused(tree):
         assert DatasetCatalog.get("avss_foreign_train") == []
     finally:
         DatasetCatalog.remove("avss_foreign_train")
+
+
+def test_missing_logmel_says_how_to_write_it(tree):
+    with pytest.raises(AVSSLayoutError, match=r"audio_log_mel.pkl: missing \(INPUT.AUDIO.SOURCE = 'logmel'\) .*--compute-logmel"):
+        load_avss_split(tree, "test", audio_source="logmel")

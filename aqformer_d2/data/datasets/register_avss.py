@@ -237,7 +237,8 @@ def _clip_record(root: str, rec: Dict[str, str], audio_source: str) -> Tuple[dic
     logmel = os.path.join(clip_dir, AVSS_LOGMEL_NAME)
     needed = logmel if audio_source == "logmel" else wav
     if not os.path.isfile(needed):
-        problems.append(f"{needed}: missing (INPUT.AUDIO.SOURCE = {audio_source!r})")
+        hint = " (write it: datasets/prepare_avsbench.py ROOT --task avss --compute-logmel)" if audio_source == "logmel" else ""
+        problems.append(f"{needed}: missing (INPUT.AUDIO.SOURCE = {audio_source!r}){hint}")
     return {
         "video_id": uid,
         "uid": uid,
