@@ -161,6 +161,16 @@ def add_aqformer_config(cfg: CN) -> None:
     cfg.DATASETS.AVS_ROOT = ""
     # Root of the generated SynthAVS benchmark (datasets/prepare_synthavs.py); "" = $DETECTRON2_DATASETS/SynthAVS.
     cfg.DATASETS.SYNTHAVS_ROOT = ""
+    # Folder holding AVSBench-semantic's metadata.csv; "" = $DETECTRON2_DATASETS/AVSBench_semantic.
+    cfg.DATASETS.AVSS_ROOT = ""
+    # Root of the generated SynthAVS-semantic benchmark (datasets/prepare_synthavs.py --avss);
+    # "" = $DETECTRON2_DATASETS/SynthAVS_semantic.
+    cfg.DATASETS.SYNTHAVS_AVSS_ROOT = ""
+    # AVSS clips (AVSSClipMapper): every clip is padded to PAD_FRAMES frames (mean-colour frames, zero
+    # audio, no label), as AVSBench's loader pads v1s / v1m clips to 10; must be >= the longest subset
+    # (v2: 10). With 10, 5- and 10-frame clips share one batch. See docs/avss.md.
+    cfg.INPUT.AVSS = CN()
+    cfg.INPUT.AVSS.PAD_FRAMES = 10
 
     # ---------------------------------------------------------------- solver
     cfg.SOLVER.OPTIMIZER = "ADAMW"
@@ -174,3 +184,6 @@ def add_aqformer_config(cfg: CN) -> None:
     # ---------------------------------------------------------------- evaluation
     # Save predicted masks as PNGs in the AVSBench layout under OUTPUT_DIR/avs_predictions.
     cfg.TEST.AVS_SAVE_PNG = False
+    # Frames the AVSS metric scores: "official" (labelled real frames + padded frames, whose ground truth
+    # is background, as AVSBench's test.py) or "real_frames" (labelled real frames only, as COMBO-AVS).
+    cfg.TEST.AVSS_PROTOCOL = "official"

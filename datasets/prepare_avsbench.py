@@ -1,10 +1,11 @@
 #!/usr/bin/env python
-"""Check an AVSBench-object copy (S4 / MS3) and, optionally, write its missing audio_log_mel .pkl files.
+"""Check an AVSBench copy (S4 / MS3, or AVSBench-semantic) and, optionally, write its missing log-mel .pkl files.
 
 Example::
 
     python datasets/prepare_avsbench.py datasets/                 # both tasks
     python datasets/prepare_avsbench.py /data/AVSBench --task s4 --compute-logmel
+    python datasets/prepare_avsbench.py /data/AVSBench_semantic --task avss --compute-logmel
 
 ROOT is the folder holding ``Single-source/`` (S4) and ``Multi-sources/`` (MS3) as received from the
 AVSBench authors (layout: datasets/README.md). For every split of the metadata CSV it checks that each
@@ -17,6 +18,13 @@ and exits with status 1 when any problem was found (0 otherwise).
 ``pickle.dump`` of a float32 tensor [5, 1, 96, 64] of VGGish log-mel examples (audio shorter than 5 s
 is padded by repeating the last example), computed with ``aqformer_d2.audio.logmel``.
 Existing .pkl files are read with the restricted unpickler (never executing code) and their shape checked.
+
+--task avss: ROOT is the folder holding AVSBench-semantic's metadata.csv (layout: docs/avss.md). It checks
+label2idx.json (--num-classes entries, default 71, background = 0), that every metadata row has its
+folder, its T frames (5 for v1s / v1m, 10 for v2), its labels (v1s train: frame 0 only) in palette
+colours only, one size per clip, and a readable audio.wav of T seconds. --compute-logmel writes
+``<label>/<uid>/audio_log_mel.pkl`` ([T, 1, 96, 64], for INPUT.AUDIO.SOURCE "logmel"), each through a
+temporary file renamed into place, so an interrupted run leaves no partial .pkl.
 """
 from __future__ import annotations
 
@@ -44,6 +52,16 @@ from aqformer_d2.data.datasets.register_avsbench import (
     _video_record,
     avs_layout_paths,
 )
+from aqformer_d2.data.datasets.register_avss import (
+    AVSS_NUM_CLASSES,
+    AVSS_SUBSETS,
+    AVSSLayoutError,
+    _clip_record,
+    _read_metadata,
+    avss_palette,
+    load_label2idx,
+    read_avss_label,
+)
 from aqformer_d2.utils.safe_pickle import UnsafePickleError, load_pickle_restricted
 
 # AVSBench frames and masks are 224x224; other sizes are reported as notes (consistent per video: usable).
@@ -59,6 +77,9 @@ _DURATION_TOL = 1e-3
 KINDS = OrderedDict(
     [
         ("csv", "unreadable or malformed metadata CSV"),
+        ("label2idx", "bad label2idx.json"),
+        ("missing_clip", "missing clip files or folders (AVSS)"),
+        ("bad_label", "labels with colours outside the palette (AVSS)"),
         ("missing_frame", "missing frames"),
         ("missing_mask", "missing masks"),
         ("missing_wav", "missing audio WAV"),
@@ -108,8 +129,8 @@ def _image_size(path: str) -> Tuple[int, int]:
     return h, w
 
 
-def _check_logmel(path: str) -> Optional[str]:
-    """None when the .pkl holds a finite [5, 1, 96, 64] tensor / array; otherwise what is wrong."""
+def _check_logmel(path: str, shape: Tuple[int, ...] = LOGMEL_SHAPE) -> Optional[str]:
+    """None when the .pkl holds a finite tensor / array of ``shape`` ([T, 1, 96, 64]); otherwise what is wrong."""
     try:
         obj = load_pickle_restricted(path)
     except (UnsafePickleError, pickle.UnpicklingError, OSError) as e:
@@ -117,17 +138,17 @@ def _check_logmel(path: str) -> Optional[str]:
     if isinstance(obj, np.ndarray):
         obj = torch.from_numpy(np.ascontiguousarray(obj))
     if not isinstance(obj, torch.Tensor):
-        return f"holds a {type(obj).__name__}, expected a tensor {list(LOGMEL_SHAPE)}"
-    if tuple(obj.shape) != LOGMEL_SHAPE:
-        return f"shape {list(obj.shape)}, expected {list(LOGMEL_SHAPE)}"
+        return f"holds a {type(obj).__name__}, expected a tensor {list(shape)}"
+    if tuple(obj.shape) != tuple(shape):
+        return f"shape {list(obj.shape)}, expected {list(shape)}"
     if not torch.isfinite(obj.float()).all():
         return "holds NaN or infinite values"
     return None
 
 
-def write_logmel(wav_path: str, pkl_path: str) -> torch.Tensor:
-    """Compute the [5, 1, 96, 64] log-mel examples of a WAV and pickle them to ``pkl_path`` (as AVSBench)."""
-    examples = wav_file_to_examples(wav_path, num_examples=AVS_NUM_FRAMES).to(torch.float32)
+def write_logmel(wav_path: str, pkl_path: str, num_frames: int = AVS_NUM_FRAMES) -> torch.Tensor:
+    """Compute the [T, 1, 96, 64] log-mel examples of a WAV and pickle them to ``pkl_path`` (as AVSBench)."""
+    examples = wav_file_to_examples(wav_path, num_examples=num_frames).to(torch.float32)
     os.makedirs(os.path.dirname(pkl_path), exist_ok=True)
     tmp = pkl_path + ".tmp"
     with open(tmp, "wb") as f:
@@ -241,6 +262,89 @@ def check_task(
     return list(stats.values()), issues, notes
 
 
+def _check_avss_clip(rec: dict, palette: np.ndarray, stats: SplitStats, issues: List[Issue], compute_logmel: bool) -> None:
+    """Check one AVSS clip whose folder and files exist (dataset dict of register_avss._clip_record)."""
+    before = len(issues)
+    n = rec["num_frames"]
+    sizes: Dict[str, Tuple[int, int]] = {}
+    for path in rec["frame_files"]:
+        try:
+            sizes[path] = _image_size(path)
+        except OSError as e:
+            issues.append(Issue("bad_image", path, str(e)))
+    for path in [p for p in rec["label_files"] if p is not None]:
+        try:
+            label = read_avss_label(path, palette)
+        except AVSSLayoutError as e:
+            issues.append(Issue("bad_label", path, str(e).split(": ", 1)[1]))
+        except OSError as e:
+            issues.append(Issue("bad_image", path, str(e)))
+        else:
+            sizes[path] = label.shape
+    if len(set(sizes.values())) > 1:
+        stats.size_issues += 1
+        listed = "; ".join(f"{os.path.relpath(p, os.path.dirname(os.path.dirname(p)))} {w}x{h}"
+                           for p, (h, w) in sizes.items())
+        issues.append(Issue("inconsistent_size", os.path.dirname(os.path.dirname(rec["frame_files"][0])), listed))
+    wav, pkl = rec["audio_wav_file"], os.path.join(os.path.dirname(rec["audio_wav_file"]), "audio_log_mel.pkl")
+    existed = os.path.isfile(pkl)
+    try:
+        info = sf.info(wav)
+    except (sf.SoundFileError, RuntimeError) as e:
+        issues.append(Issue("bad_wav", wav, str(e)))
+    else:
+        if info.duration < n - _DURATION_TOL:
+            stats.short_audio += 1
+            issues.append(Issue("short_audio", wav, f"{info.duration:.3f} s < {n} s ({rec['subset']})"))
+        elif compute_logmel and not existed:
+            try:
+                write_logmel(wav, pkl, n)
+                stats.created += 1
+            except ValueError as e:
+                issues.append(Issue("logmel_failed", pkl, str(e)))
+    if existed:
+        error = _check_logmel(pkl, (n, 1, 96, 64))
+        if error is not None:
+            issues.append(Issue("bad_logmel", pkl, error))
+    _count(stats.logmel, os.path.isfile(pkl))
+    if len(issues) == before:
+        stats.complete += 1
+
+
+def check_avss(
+    root: str, compute_logmel: bool = False, num_classes: int = AVSS_NUM_CLASSES
+) -> Tuple[List[SplitStats], List[Issue], List[Issue]]:
+    """Check an AVSBench-semantic tree (``root`` holds metadata.csv). Returns (stats per split and subset,
+    problems, notes)."""
+    csv_file = os.path.join(root, "metadata.csv")
+    try:
+        rows = _read_metadata(csv_file)
+    except (FileNotFoundError, AVSSLayoutError) as e:
+        return [], [Issue("csv", csv_file, str(e))], []
+    label2idx = os.path.join(root, "label2idx.json")
+    try:
+        load_label2idx(label2idx, num_classes)
+    except AVSSLayoutError as e:
+        return [], [Issue("label2idx", label2idx, str(e).split(": ", 1)[1])], []
+    palette = avss_palette(num_classes)
+    stats = {(split, subset): SplitStats(f"avss/{subset}", split) for split in AVS_SPLITS for subset in AVSS_SUBSETS}
+    issues: List[Issue] = []
+    for _, row in rows:
+        st = stats[(row["split"], row["label"])]
+        st.videos += 1
+        rec, problems = _clip_record(root, row, "wav")
+        if rec:
+            for p in rec["frame_files"]:
+                _count(st.frames, os.path.isfile(p))
+            for p in [q for q in rec["label_files"] if q is not None]:
+                _count(st.masks, os.path.isfile(p))
+            _count(st.wav, os.path.isfile(rec["audio_wav_file"]))
+        issues += [Issue("missing_clip", *p.split(": ", 1)) for p in problems]
+        if rec and not problems:
+            _check_avss_clip(rec, palette, st, issues, compute_logmel)
+    return [s for s in stats.values() if s.videos], issues, []
+
+
 def _frac(pair: Sequence[int]) -> str:
     return f"{pair[0]}/{pair[1]}"
 
@@ -302,8 +406,11 @@ def _positive_int(text: str) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("root", help="folder holding Single-source/ and/or Multi-sources/")
-    parser.add_argument("--task", choices=AVS_TASKS + ("both",), default="both")
+    parser.add_argument("root", help="folder holding Single-source/ and/or Multi-sources/ (--task avss: metadata.csv)")
+    parser.add_argument("--task", choices=AVS_TASKS + ("both", "avss"), default="both",
+                        help="s4, ms3, both (S4 and MS3), or avss (AVSBench-semantic)")
+    parser.add_argument("--num-classes", type=_positive_int, default=AVSS_NUM_CLASSES,
+                        help="--task avss: classes label2idx.json must have (default 71; SynthAVS-semantic: 9)")
     parser.add_argument("--compute-logmel", action="store_true", help="write missing audio_log_mel .pkl files")
     parser.add_argument("--max-list", type=_positive_int, default=20, help="paths listed per kind of problem")
     parser.add_argument("--min-audio-seconds", type=float, default=MIN_AUDIO_SECONDS,
@@ -319,6 +426,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 2
     tasks = AVS_TASKS if args.task == "both" else (args.task,)
     stats, issues, notes = [], [], []
+    if args.task == "avss":
+        stats, issues, notes = check_avss(args.root, args.compute_logmel, args.num_classes)
+        tasks = ()
     for task in tasks:
         s, i, n = check_task(args.root, task, args.compute_logmel, args.min_audio_seconds)
         stats += s

@@ -5,6 +5,11 @@ Example::
 
     python datasets/prepare_synthavs.py --root datasets/SynthAVS --variant both --seed 0
     python datasets/prepare_synthavs.py --root datasets/SynthAVS_tiny --n-train 200 --n-val 20 --n-test 20 --image-size 128
+    python datasets/prepare_synthavs.py --root datasets/SynthAVS_semantic --avss --image-size 96
+
+--avss writes SynthAVS-semantic in the AVSBench-semantic layout instead (v1s / v1m / v2-like subsets, K = 9
+classes; registered as synthavs_avss_*; --n-* count clips per subset; --variant and --num-categories do
+not apply).
 
 Re-running with the same parameters on a completed dataset does nothing; different parameters
 are refused unless --overwrite is given. See docs/synthavs.md.
@@ -15,7 +20,14 @@ import sys
 import time
 from typing import List, Optional
 
-from aqformer_d2.data.synthavs import DEFAULT_SPLIT_SIZES, MAX_CATEGORIES, MIN_CATEGORIES, generate_synthavs
+from aqformer_d2.data.synthavs import (
+    DEFAULT_SPLIT_SIZES,
+    MAX_CATEGORIES,
+    MIN_CATEGORIES,
+    SEMANTIC_DEFAULT_SPLIT_SIZES,
+    generate_synthavs,
+    generate_synthavs_semantic,
+)
 
 logger = logging.getLogger("prepare_synthavs")
 
@@ -34,6 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
     defaults = ", ".join(f"{v.upper()} {s['train']}/{s['val']}/{s['test']}" for v, s in DEFAULT_SPLIT_SIZES.items())
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--root", required=True, help="output folder (gets Single-source/ and Multi-sources/)")
+    sem = ", ".join(f"{v} {s['train']}/{s['val']}/{s['test']}" for v, s in SEMANTIC_DEFAULT_SPLIT_SIZES.items())
+    parser.add_argument("--avss", action="store_true",
+                        help=f"write SynthAVS-semantic (AVSBench-semantic layout; default clips per subset: {sem})")
     parser.add_argument("--variant", choices=("s4", "ms3", "both"), default="both")
     parser.add_argument("--seed", type=_non_negative_int, default=0)
     parser.add_argument("--n-train", type=_non_negative_int, default=None, help=f"clips per variant (default: {defaults})")
@@ -54,20 +69,21 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
     start = time.perf_counter()
+    common = dict(
+        seed=args.seed,
+        n_train=args.n_train,
+        n_val=args.n_val,
+        n_test=args.n_test,
+        image_size=args.image_size,
+        snr_db=None if args.no_noise else args.snr_db,
+        progress=not args.quiet,
+        overwrite=args.overwrite,
+    )
     try:
-        manifest = generate_synthavs(
-            args.root,
-            variant=args.variant,
-            seed=args.seed,
-            n_train=args.n_train,
-            n_val=args.n_val,
-            n_test=args.n_test,
-            image_size=args.image_size,
-            num_categories=args.num_categories,
-            snr_db=None if args.no_noise else args.snr_db,
-            progress=not args.quiet,
-            overwrite=args.overwrite,
-        )
+        if args.avss:
+            manifest = generate_synthavs_semantic(args.root, **common)
+        else:
+            manifest = generate_synthavs(args.root, variant=args.variant, num_categories=args.num_categories, **common)
     except (ValueError, FileExistsError) as e:
         logger.error("%s", e)
         return 2

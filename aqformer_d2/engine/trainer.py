@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-from detectron2.data import MetadataCatalog, build_detection_test_loader
+from detectron2.data import build_detection_test_loader
 from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer, TrainerBase, hooks
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
@@ -16,7 +16,7 @@ from detectron2.utils.logger import setup_logger
 from ..checkpoint import AQCheckpointer
 from ..data.build import SEED_TAG_STEP, build_aq_train_loader, derive_seed
 from ..data.dataset_mappers.build import build_aq_dataset_mapper
-from ..evaluation import build_avs_evaluator
+from ..evaluation import best_metric_name, build_aq_evaluator
 from .optimizer import build_optimizer, build_poly_lr_scheduler
 
 __all__ = ["AQFormerTrainer", "create_ddp_model_any_device", "StepSeedHook", "ResumableBestCheckpointer"]
@@ -140,7 +140,8 @@ class AQFormerTrainer(DefaultTrainer):
     def build_hooks(self):
         hook_list = [StepSeedHook(self.seed)] + super().build_hooks()
         if self.cfg.TEST.EVAL_PERIOD > 0 and comm.is_main_process():
-            best = ResumableBestCheckpointer(self.cfg.TEST.EVAL_PERIOD, self.checkpointer, "avs/mIoU", "max",
+            metric = best_metric_name(self.cfg, self.cfg.DATASETS.TEST[0]) if self.cfg.DATASETS.TEST else "avs/mIoU"
+            best = ResumableBestCheckpointer(self.cfg.TEST.EVAL_PERIOD, self.checkpointer, metric, "max",
                                           file_prefix="model_best")
             # after the EvalHook, before the PeriodicWriter (last)
             hook_list.insert(len(hook_list) - 1, best)
@@ -159,13 +160,7 @@ class AQFormerTrainer(DefaultTrainer):
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
-        evaluator_type = MetadataCatalog.get(dataset_name).get("evaluator_type", None)
-        if evaluator_type != "avs":
-            raise ValueError(
-                f"AQFormerTrainer: dataset '{dataset_name}' has evaluator_type {evaluator_type!r}; only AVS-layout "
-                "datasets (evaluator_type 'avs') can be evaluated"
-            )
-        return build_avs_evaluator(cfg, dataset_name, output_folder)
+        return build_aq_evaluator(cfg, dataset_name, output_folder)
 
     @classmethod
     def build_optimizer(cls, cfg, model):

@@ -1,5 +1,9 @@
-"""AVSBench evaluation (M_J, M_F). Never imports aqformer_d2.modeling."""
+"""AVSBench evaluation: S4 / MS3 (M_J, M_F) and AVSS (official semantic mIoU / F). Never imports
+aqformer_d2.modeling."""
 from .avs_evaluator import PER_VIDEO_JSON, PNG_DIR, AVSEvaluator, build_avs_evaluator
+from .avss_evaluator import AVSS_METRICS_JSON, AVSS_PROTOCOLS, AVSSEvaluator, avss_result_key, build_avss_evaluator
+from .avss_metrics import AVSS_FSCORE_BETA2, AVSS_IOU_EPS, argmax_labels, avss_scores, class_areas, class_sums, frame_iou_fscore
+from .build import best_metric_name, build_aq_evaluator, register_aq_evaluator
 from .metrics import (
     FSCORE_BETA2,
     FSCORE_NUM_THRESHOLDS,
@@ -15,6 +19,21 @@ from .metrics import (
 )
 
 __all__ = [
+    "AVSS_FSCORE_BETA2",
+    "AVSS_IOU_EPS",
+    "AVSS_METRICS_JSON",
+    "AVSS_PROTOCOLS",
+    "AVSSEvaluator",
+    "argmax_labels",
+    "avss_result_key",
+    "avss_scores",
+    "best_metric_name",
+    "build_aq_evaluator",
+    "build_avss_evaluator",
+    "class_areas",
+    "class_sums",
+    "frame_iou_fscore",
+    "register_aq_evaluator",
     "AVSEvaluator",
     "build_avs_evaluator",
     "PER_VIDEO_JSON",

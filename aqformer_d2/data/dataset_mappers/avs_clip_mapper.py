@@ -25,6 +25,7 @@ from .build import AQ_DATASET_MAPPER_REGISTRY
 
 __all__ = [
     "AVSClipMapper", "load_audio_examples", "build_avs_augmentations", "check_frame_sizes", "AUDIO_EXAMPLE_SHAPE",
+    "read_frame", "augment_clip",
 ]
 
 logger = logging.getLogger(__name__)
@@ -83,6 +84,25 @@ def build_avs_augmentations(cfg, is_train: bool) -> List[T.Augmentation]:
         augs.append(T.RandomCrop(cfg.INPUT.CROP.TYPE, cfg.INPUT.CROP.SIZE))
         augs.append(T.Resize((size, size)))
     return augs
+
+
+def read_frame(path: str, image_format: str) -> np.ndarray:
+    """uint8 ``[H0, W0, 3]`` frame in ``image_format`` channel order; errors name the file."""
+    try:
+        image = utils.read_image(path, format=image_format)  # [H0, W0, 3] uint8
+    except OSError as e:
+        raise OSError(f"Cannot read frame {path}: {e}") from e
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"Frame {path} has shape {image.shape} in format {image_format}; expected [H, W, 3].")
+    return image
+
+
+def augment_clip(augmentations: T.AugmentationList, frames: List[np.ndarray]) -> Tuple[List[np.ndarray], T.Transform]:
+    """Draw the (random) geometric augmentation ONCE for the clip, from its first frame, and apply it to all
+    T frames ``[H0, W0, 3]``; returns the frames ``[H, W, 3]`` and the transform (for the masks / labels)."""
+    aug_input = T.AugInput(frames[0])
+    transforms = augmentations(aug_input)
+    return [aug_input.image] + [transforms.apply_image(f) for f in frames[1:]], transforms
 
 
 def _hxw(size: Sequence[int]) -> str:
@@ -194,15 +214,6 @@ class AVSClipMapper:
             "zero_audio": cfg.INPUT.AUDIO.ZERO_INPUT,
         }
 
-    def _read_frame(self, path: str) -> np.ndarray:
-        try:
-            image = utils.read_image(path, format=self.image_format)  # [H0, W0, 3] uint8
-        except OSError as e:
-            raise OSError(f"Cannot read frame {path}: {e}") from e
-        if image.ndim != 3 or image.shape[2] != 3:
-            raise ValueError(f"Frame {path} has shape {image.shape} in format {self.image_format}; expected [H, W, 3].")
-        return image
-
     def __call__(self, dataset_dict: dict) -> dict:
         d = copy.deepcopy(dataset_dict)
         frame_files: List[str] = d["frame_files"]
@@ -214,7 +225,7 @@ class AVSClipMapper:
             )
         height, width = int(d["height"]), int(d["width"])
 
-        frames = [self._read_frame(p) for p in frame_files]  # T x [H0, W0, 3]
+        frames = [read_frame(p, self.image_format) for p in frame_files]  # T x [H0, W0, 3]
         check_frame_sizes(d.get("video_id"), frame_files, [f.shape[:2] for f in frames], (height, width))
         masks: List[Optional[np.ndarray]] = []
         for p in mask_files:
@@ -228,10 +239,7 @@ class AVSClipMapper:
                 )
             masks.append(m)
 
-        # One draw of the (random) geometric augmentation for the whole clip, from the first frame.
-        aug_input = T.AugInput(frames[0])
-        transforms = self.augmentations(aug_input)
-        frames = [aug_input.image] + [transforms.apply_image(f) for f in frames[1:]]  # T x [H, W, 3]
+        frames, transforms = augment_clip(self.augmentations, frames)  # T x [H, W, 3]
         out_h, out_w = frames[0].shape[:2]
         images = torch.stack(
             [torch.as_tensor(np.ascontiguousarray(f.transpose(2, 0, 1))) for f in frames]

@@ -1,7 +1,8 @@
 """AVSBench-layout dataset registration.
 
-Importing this package registers ``avsbench_{s4,ms3}_{train,val,test}`` lazily under the default
-root ($DETECTRON2_DATASETS, default "datasets"), like detectron2's builtin datasets. Training code
+Importing this package registers ``avsbench_{s4,ms3}_{train,val,test}``, ``avss_*`` (AVSBench-semantic),
+``synthavs_*`` and ``synthavs_avss_*`` lazily under their default roots ($DETECTRON2_DATASETS, default
+"datasets"), like detectron2's builtin datasets. Training code
 re-registers with ``cfg.DATASETS.AVS_ROOT`` through :func:`register_all_avsbench_from_cfg`.
 """
 from .register_avsbench import (
@@ -20,12 +21,46 @@ from .register_avsbench import (
     register_avsbench_s4,
 )
 from .audio_controls import AUDIO_PATHWAYS, register_audio_swapped, swap_audio
-from .register_synthavs import get_synthavs_root, register_all_synthavs, register_all_synthavs_from_cfg
+from .register_avss import (
+    AVSS_NUM_CLASSES,
+    AVSS_SUBSETS,
+    AVSSLayoutError,
+    avss_palette,
+    get_avss_root,
+    load_avss_split,
+    load_label2idx,
+    read_avss_label,
+    register_all_avss,
+    register_all_avss_from_cfg,
+    register_avss_layout,
+)
+from .register_synthavs import (
+    get_synthavs_avss_root,
+    get_synthavs_root,
+    register_all_synthavs,
+    register_all_synthavs_avss,
+    register_all_synthavs_from_cfg,
+)
 
 register_all_avsbench()
 register_all_synthavs()
+register_all_avss()
+register_all_synthavs_avss()
 
 __all__ = [
+    "AVSS_NUM_CLASSES",
+    "AVSS_SUBSETS",
+    "AVSSLayoutError",
+    "avss_palette",
+    "get_avss_root",
+    "get_synthavs_avss_root",
+    "load_avss_split",
+    "load_label2idx",
+    "read_avss_label",
+    "register_all_avss",
+    "register_all_avss_from_cfg",
+    "register_all_synthavs_avss",
+    "register_avss_layout",
     "AVS_NUM_FRAMES",
     "AVS_SPLITS",
     "AVS_TASKS",

@@ -50,6 +50,8 @@ __all__ = [
     "register_all_avsbench",
     "register_all_avsbench_from_cfg",
     "read_avs_mask",
+    "read_csv_rows",
+    "register_or_replace",
 ]
 
 logger = logging.getLogger(__name__)
@@ -111,6 +113,21 @@ def _check_split(split: str) -> None:
         raise ValueError(f"Unknown AVS split {split!r}; expected one of {AVS_SPLITS}.")
 
 
+def read_csv_rows(csv_file: str, error_cls: type = AVSLayoutError) -> List[Tuple[int, List[str]]]:
+    """``(line number, fields)`` of the non-blank rows of a metadata CSV, header first.
+
+    Raises:
+        FileNotFoundError: no such file. error_cls: the file has no row at all.
+    """
+    if not os.path.isfile(csv_file):
+        raise FileNotFoundError(f"Metadata CSV not found: {csv_file}")
+    with open(csv_file, newline="", encoding="utf-8") as f:
+        rows = [(n, row) for n, row in enumerate(csv.reader(f), start=1) if row]
+    if not rows:
+        raise error_cls(f"{csv_file}: empty CSV (no header row).")
+    return rows
+
+
 def _read_meta_csv(csv_file: str, task: str) -> Tuple[List[Tuple[int, List[str]]], int]:
     """Read and validate the metadata CSV.
 
@@ -122,12 +139,7 @@ def _read_meta_csv(csv_file: str, task: str) -> Tuple[List[Tuple[int, List[str]]
     ``split`` column is missing, a row's column count differs from the header's, a row has an empty
     name (or category for S4), or a split value is not one of train/val/test.
     """
-    if not os.path.isfile(csv_file):
-        raise FileNotFoundError(f"AVS metadata CSV not found: {csv_file}")
-    with open(csv_file, newline="", encoding="utf-8") as f:
-        rows = [(n, row) for n, row in enumerate(csv.reader(f), start=1) if row]
-    if not rows:
-        raise AVSLayoutError(f"{csv_file}: empty CSV (no header row).")
+    rows = read_csv_rows(csv_file)
     header_line, header = rows[0]
     header = [h.strip() for h in header]
     if "split" not in header:
@@ -261,20 +273,16 @@ def load_avs_layout_split(
     return dicts
 
 
-def _register_one(name: str, loader, metadata: dict) -> None:
+def register_or_replace(name: str, loader, metadata: dict) -> None:
     """Register (or re-register, e.g. with another root) one dataset name.
 
-    A name already registered by this module (same evaluator_type/task/split) is replaced, so the
-    trainer can re-register with cfg.DATASETS.AVS_ROOT after the import-time default registration.
-    Any other existing registration under the name is an error.
+    A name already registered with the same evaluator_type / task / split as ``metadata`` (by this
+    module or register_avss) is replaced, so the trainer can re-register with the config's root after
+    the import-time default registration. Any other existing registration under the name is an error.
     """
     if name in DatasetCatalog.list():
         old = MetadataCatalog.get(name)
-        ours = (
-            old.get("evaluator_type") == "avs"
-            and old.get("task") == metadata["task"]
-            and old.get("split") == metadata["split"]
-        )
+        ours = all(old.get(key) == metadata[key] for key in ("evaluator_type", "task", "split"))
         if not ours:
             raise ValueError(f"Dataset {name!r} is already registered by someone else; refusing to replace it.")
         DatasetCatalog.remove(name)
@@ -304,7 +312,7 @@ def register_avs_layout(
         loader = functools.partial(
             load_avs_layout_split, root, task, split, audio_sources=tuple(audio_sources)
         )
-        _register_one(
+        register_or_replace(
             name,
             loader,
             {
