@@ -19,7 +19,10 @@ from .register_avsbench import (
     register_avsbench_ms3,
     register_avsbench_s4,
 )
-from .audio_controls import AUDIO_PATHWAYS, register_audio_swapped, swap_audio
+from .audio_controls import (
+    AUDIO_PATHWAYS, negative_dataset_name, register_audio_swapped, register_negative_audio, swap_audio,
+    with_negative_audio,
+)
 from .register_synthavs import get_synthavs_root, register_all_synthavs, register_all_synthavs_from_cfg
 
 register_all_avsbench()
@@ -43,6 +46,9 @@ __all__ = [
     "register_audio_swapped",
     "AUDIO_PATHWAYS",
     "swap_audio",
+    "negative_dataset_name",
+    "register_negative_audio",
+    "with_negative_audio",
     "register_all_synthavs",
     "register_all_synthavs_from_cfg",
 ]
