@@ -1,5 +1,13 @@
 """AVSBench evaluation (M_J, M_F). Never imports aqformer_d2.modeling."""
 from .avs_evaluator import PER_VIDEO_JSON, PNG_DIR, AVSEvaluator, build_avs_evaluator
+from .listening import (
+    ListeningEvaluator,
+    bootstrap_interval,
+    false_positive_rate,
+    foreground_per_frame,
+    listening_score,
+    mean_foreground_area,
+)
 from .metrics import (
     FSCORE_BETA2,
     FSCORE_NUM_THRESHOLDS,
@@ -16,6 +24,12 @@ from .metrics import (
 
 __all__ = [
     "AVSEvaluator",
+    "ListeningEvaluator",
+    "bootstrap_interval",
+    "false_positive_rate",
+    "foreground_per_frame",
+    "listening_score",
+    "mean_foreground_area",
     "build_avs_evaluator",
     "PER_VIDEO_JSON",
     "PNG_DIR",
