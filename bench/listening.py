@@ -71,6 +71,8 @@ def main(argv=None):
     torch.set_num_threads(args.threads)
     setup_logger(name="aqformer_d2", abbrev_name="aq")
     cfg = build_cfg(args.config_file, list(args.opts) + ["MODEL.WEIGHTS", args.weights])
+    if not (args.dataset or cfg.DATASETS.TEST):
+        raise SystemExit(f"{args.config_file}: DATASETS.TEST is empty; name the test dataset with --dataset")
     dataset = args.dataset or cfg.DATASETS.TEST[0]
     model = AQFormerTrainer.build_model(cfg)
     AQCheckpointer(model, trust_pickle=cfg.MODEL.WEIGHTS_TRUST_PICKLE).load(args.weights)
