@@ -1,25 +1,24 @@
 """Negative audio in the data layer: specs, off-screen sounds, SynthAVS categories, the mapper (evaluation
 specs and training draws from the resumable stream), negative-audio datasets."""
-import copy
 import json
 import os
 
 import numpy as np
 import pytest
 import torch
-from detectron2.config import get_cfg
 from detectron2.data import DatasetCatalog
 
-from aqformer_d2 import add_aqformer_config
 from aqformer_d2.audio.io import read_wav
 from aqformer_d2.audio.negatives import rms
 from aqformer_d2.data import build_aq_dataset_mapper
-from aqformer_d2.data.build import SEED_TAG_SAMPLE, SeededClipDataset, derive_seed
+from aqformer_d2.data.build import SeededClipDataset
 from aqformer_d2.data.datasets import negative_dataset_name, register_all_synthavs, register_negative_audio, with_negative_audio
 from aqformer_d2.data.negative_audio import (
     NEGATIVE_KINDS, NegativeAudioSampler, check_negative_spec, negative_examples, negative_waveform, offscreen_category,
 )
 from aqformer_d2.data.synthavs import CLIPS_METADATA_NAME, generate_synthavs
+
+from .test_avs_clip_mapper import make_cfg as make_mapper_cfg
 
 SIZE = 32
 
@@ -33,18 +32,7 @@ def synth(tmp_path_factory):
 
 
 def make_cfg(**overrides):
-    cfg = get_cfg()
-    add_aqformer_config(cfg)
-    cfg.INPUT.IMAGE_SIZE = SIZE
-    cfg.INPUT.FORMAT = "RGB"
-    cfg.MODEL.AQFORMER.NUM_FRAMES = 5
-    for k, v in overrides.items():
-        node = cfg
-        *path, last = k.split(".")
-        for p in path:
-            node = node[p]
-        node[last] = v
-    return cfg
+    return make_mapper_cfg(**{"INPUT.IMAGE_SIZE": SIZE, **overrides})
 
 
 def test_synthavs_dicts_carry_every_object_category(synth):
