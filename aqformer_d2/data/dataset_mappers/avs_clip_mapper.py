@@ -145,8 +145,9 @@ class AVSClipMapper:
     Output (docs/interfaces.md): "images" uint8 ``[T, 3, H, W]`` (``image_format`` channel order),
     "audio" float32 ``[T, 1, 96, 64]``, and when the video has at least one mask: "masks" uint8
     ``[T, H, W]`` in {0, 1} (zeros for unlabelled frames) + "mask_valid" bool ``[T]``; "height",
-    "width" (original frame size), "video_id", "frame_files", "mask_files" passed through.
-    H = W = the resize size.
+    "width" (original frame size), "video_id", "frame_files", "mask_files" passed through; for a clip
+    that hears negative audio, its spec as "negative_audio" (then "audio" is the negative and "masks" are
+    empty). H = W = the resize size.
     """
 
     @configurable
