@@ -4,6 +4,14 @@ from .avs_evaluator import PER_VIDEO_JSON, PNG_DIR, AVSEvaluator, build_avs_eval
 from .avss_evaluator import AVSS_METRICS_JSON, AVSS_PROTOCOLS, AVSSEvaluator, avss_result_key, build_avss_evaluator
 from .avss_metrics import AVSS_FSCORE_BETA2, AVSS_IOU_EPS, argmax_labels, avss_scores, class_areas, class_sums, frame_iou_fscore
 from .build import best_metric_name, build_aq_evaluator, register_aq_evaluator
+from .listening import (
+    ListeningEvaluator,
+    bootstrap_interval,
+    false_positive_rate,
+    foreground_per_frame,
+    listening_score,
+    mean_foreground_area,
+)
 from .metrics import (
     FSCORE_BETA2,
     FSCORE_NUM_THRESHOLDS,
@@ -35,6 +43,12 @@ __all__ = [
     "frame_iou_fscore",
     "register_aq_evaluator",
     "AVSEvaluator",
+    "ListeningEvaluator",
+    "bootstrap_interval",
+    "false_positive_rate",
+    "foreground_per_frame",
+    "listening_score",
+    "mean_foreground_area",
     "build_avs_evaluator",
     "PER_VIDEO_JSON",
     "PNG_DIR",

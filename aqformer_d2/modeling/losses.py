@@ -100,10 +100,25 @@ def _dice_of_frames(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor
     return (1.0 - numerator / denominator).mean()
 
 
+# Vectors of norm <= this have no direction (F.normalize's eps): cosine similarity is undefined for them.
+_COSINE_EPS = 1e-8
+
+
 def _cosine_matrix(x: torch.Tensor) -> torch.Tensor:
     """x [B, T, C] -> pairwise cosine similarities [B, T, T] (a zero vector has similarity 0 to all)."""
-    unit = F.normalize(x, dim=-1, eps=1e-8)
+    unit = F.normalize(x, dim=-1, eps=_COSINE_EPS)
     return unit @ unit.transpose(1, 2)
+
+
+def _pairs_with_direction(z: torch.Tensor) -> torch.Tensor:
+    """z [B, T, C] -> float [B, T, T]: 1 where both Z_p and Z_q have a direction (norm > eps), else 0.
+
+    Z_p = 0 when the predicted mask of frame p is empty (eq. 8 pools nothing), e.g. on negative audio; its
+    cosine similarity (eq. 7) is undefined, so the pairs with such a frame are left out. Left in, the zero
+    vector's similarity 0 would push every query pair of a silent clip towards orthogonality and, with the
+    gradient through Ŷ, reward predicting foreground where nothing sounds."""
+    present = z.norm(dim=-1) > _COSINE_EPS  # [B, T]
+    return (present[:, :, None] & present[:, None, :]).to(z.dtype)  # [B, T, T]
 
 
 def avsim_loss(
@@ -122,7 +137,9 @@ def avsim_loss(
     detached: it only selects the pixels; the loss trains the queries A^l and the features M̂^l
     (``detach_mask=False``: the gradient also reaches the mask, as the equation, which prints no
     stop-gradient, reads). Downsample is area interpolation (adaptive average pooling) to H_l x W_l;
-    Avg is the global average over the H_l * W_l pixels. All T frames take part (no ground truth is needed).
+    Avg is the global average over the H_l * W_l pixels. All T frames take part (no ground truth is needed),
+    except that a pair (p, q) in which Z_p or Z_q is the zero vector (an empty predicted mask: no direction,
+    cosine undefined) contributes 0; "mean" still divides by all L * T * T * B terms.
 
     Args:
         queries: L tensors A^l, [B, T, C].
@@ -160,7 +177,8 @@ def avsim_loss(
         y_small = F.adaptive_avg_pool2d(probs, (height, width))  # Downsample: [B, T, H4, W4] -> [B, T, H_l, W_l]
         feat = feat.to(dtype).reshape(batch, frames, channels, height, width)  # [B*T, C, h, w] -> [B, T, C, h, w]
         z = (feat * y_small[:, :, None]).mean(dim=(-2, -1))  # eq. (8): Z^l, [B, T, C]
-        diff = (_cosine_matrix(a.to(dtype)) - _cosine_matrix(z)).abs()  # [B, T, T]
+        # pairs with an empty-mask frame contribute 0 (a factor 1.0 elsewhere leaves the value bitwise unchanged)
+        diff = (_cosine_matrix(a.to(dtype)) - _cosine_matrix(z)).abs() * _pairs_with_direction(z)  # [B, T, T]
         per_layer.append(diff)
     stacked = torch.stack(per_layer)  # [L, B, T, T]
     if reduction == "sum":

@@ -21,6 +21,7 @@ from detectron2.data import transforms as T
 from ...audio.logmel import wav_file_to_examples
 from ...utils.safe_pickle import load_pickle_restricted
 from ..datasets.register_avsbench import read_avs_mask
+from ..negative_audio import NegativeAudioSampler, check_negative_spec, negative_examples
 from .build import AQ_DATASET_MAPPER_REGISTRY
 
 __all__ = [
@@ -164,8 +165,9 @@ class AVSClipMapper:
     Output (docs/interfaces.md): "images" uint8 ``[T, 3, H, W]`` (``image_format`` channel order),
     "audio" float32 ``[T, 1, 96, 64]``, and when the video has at least one mask: "masks" uint8
     ``[T, H, W]`` in {0, 1} (zeros for unlabelled frames) + "mask_valid" bool ``[T]``; "height",
-    "width" (original frame size), "video_id", "frame_files", "mask_files" passed through.
-    H = W = the resize size.
+    "width" (original frame size), "video_id", "frame_files", "mask_files" passed through; for a clip
+    that hears negative audio, its spec as "negative_audio" (then "audio" is the negative and "masks" are
+    empty). H = W = the resize size.
     """
 
     @configurable
@@ -178,6 +180,7 @@ class AVSClipMapper:
         num_frames: int,
         audio_source: str,
         zero_audio: bool = False,
+        negative_audio: Optional[NegativeAudioSampler] = None,
     ):
         """
         Args:
@@ -189,6 +192,13 @@ class AVSClipMapper:
             audio_source: "logmel" (precomputed .pkl) or "wav" (cfg.INPUT.AUDIO.SOURCE).
             zero_audio: replace the audio examples by zeros (audio-blind control experiment,
                 cfg.INPUT.AUDIO.ZERO_INPUT); the audio files are still read and checked.
+            negative_audio: training with negatives (cfg.INPUT.NEGATIVE_AUDIO): the sampler draws, from the
+                global NumPy generator AFTER the geometric augmentation (so the stream position's seed fixes
+                it), whether this clip's audio becomes a negative; None: never. Independently of it, a
+                dataset dict with a ``"negative_audio"`` spec (evaluation conditions) always gets that
+                negative. A negative clip's masks are all empty on the frames the clip has labelled
+                (``"mask_valid"`` unchanged: the empty mask is the supervision) and the clip dict carries
+                the spec as ``"negative_audio"``.
         """
         if audio_source not in ("logmel", "wav"):
             raise ValueError(f"audio_source must be 'logmel' or 'wav', got {audio_source!r}.")
@@ -198,6 +208,9 @@ class AVSClipMapper:
         self.num_frames = int(num_frames)
         self.audio_source = audio_source
         self.zero_audio = bool(zero_audio)
+        self.negative_audio = negative_audio
+        if negative_audio is not None:
+            logger.info("[AVSClipMapper] training with negative audio: %s", negative_audio)
         if self.zero_audio:
             logger.warning("[AVSClipMapper] INPUT.AUDIO.ZERO_INPUT: every clip's audio is replaced by zeros")
         mode = "training" if is_train else "inference"
@@ -212,7 +225,20 @@ class AVSClipMapper:
             "num_frames": cfg.MODEL.AQFORMER.NUM_FRAMES,
             "audio_source": cfg.INPUT.AUDIO.SOURCE,
             "zero_audio": cfg.INPUT.AUDIO.ZERO_INPUT,
+            "negative_audio": NegativeAudioSampler.from_config(cfg) if is_train else None,
         }
+
+    def _negative_spec(self, d: dict) -> Optional[dict]:
+        """The clip's negative-audio spec: the dataset dict's ``"negative_audio"``, else (training with
+        negatives) a draw of the sampler, else None."""
+        if "negative_audio" in d:
+            if "pathway_audio_files" in d:
+                raise ValueError(f"Video {d.get('video_id')!r}: a negative-audio clip cannot also swap pathway audio.")
+            return check_negative_spec(d["negative_audio"])
+        if self.negative_audio is None:
+            return None
+        # One number from the global generator (seeded per stream position by SeededClipDataset) seeds the draw.
+        return self.negative_audio.draw(np.random.default_rng(int(np.random.randint(0, 2**31 - 1))))
 
     def __call__(self, dataset_dict: dict) -> dict:
         d = copy.deepcopy(dataset_dict)
@@ -246,6 +272,9 @@ class AVSClipMapper:
         )  # [T, 3, H, W] uint8
 
         audio = load_audio_examples(d, self.audio_source, self.num_frames)  # [T, 1, 96, 64]
+        negative = self._negative_spec(d)
+        if negative is not None:
+            audio = negative_examples(d, negative, self.num_frames)  # [T, 1, 96, 64]
         if self.zero_audio:
             audio = torch.zeros_like(audio)
         # Audio-pathway attribution (audio_controls.swap_audio with pathways): pathway -> [T, 1, 96, 64].
@@ -264,15 +293,19 @@ class AVSClipMapper:
         }
         if pathway_audio:
             out["pathway_audio"] = pathway_audio
+        if negative is not None:
+            out["negative_audio"] = dict(negative)
         if any(m is not None for m in masks):
             mask_t = torch.zeros((self.num_frames, out_h, out_w), dtype=torch.uint8)  # [T, H, W]
             valid = torch.zeros(self.num_frames, dtype=torch.bool)  # [T]
             for t, m in enumerate(masks):
                 if m is None:
                     continue
+                valid[t] = True
+                if negative is not None:  # nothing on screen makes the sound: the mask stays empty
+                    continue
                 m = transforms.apply_segmentation(m)  # [H, W], nearest-neighbour resize
                 mask_t[t] = torch.as_tensor(np.ascontiguousarray(m) > 0, dtype=torch.uint8)
-                valid[t] = True
             out["masks"] = mask_t
             out["mask_valid"] = valid
         return out

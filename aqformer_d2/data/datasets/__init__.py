@@ -20,7 +20,10 @@ from .register_avsbench import (
     register_avsbench_ms3,
     register_avsbench_s4,
 )
-from .audio_controls import AUDIO_PATHWAYS, register_audio_swapped, swap_audio
+from .audio_controls import (
+    AUDIO_PATHWAYS, negative_dataset_name, register_audio_swapped, register_negative_audio, swap_audio,
+    with_negative_audio,
+)
 from .register_avss import (
     AVSS_NUM_CLASSES,
     AVSS_SUBSETS,
@@ -78,6 +81,9 @@ __all__ = [
     "register_audio_swapped",
     "AUDIO_PATHWAYS",
     "swap_audio",
+    "negative_dataset_name",
+    "register_negative_audio",
+    "with_negative_audio",
     "register_all_synthavs",
     "register_all_synthavs_from_cfg",
 ]

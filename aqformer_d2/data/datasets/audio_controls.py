@@ -5,6 +5,10 @@
 keeps its own audio). A model that uses the audio should score clearly lower on it.
 The other control, audio-blind training, is ``INPUT.AUDIO.ZERO_INPUT True`` in the mapper.
 
+Negative audio: ``register_negative_audio(name, kind, level_db)`` registers ``{name}_neg_{kind}[_{level}db]``: the
+same clips, each dict carrying a ``"negative_audio"`` spec (aqformer_d2/data/negative_audio.py), so the mapper
+replaces the soundtrack by silence / noise / an off-screen sound and the ground truth is empty in every frame.
+
 Audio-pathway attribution: ``register_audio_swapped(name, pathways=("abti",))`` keeps each clip's own
 audio and adds ``"pathway_audio_files"``: pathway -> the donor clip's audio files. The mapper loads them
 into the clip's ``"pathway_audio"`` and the model (AQFormer) uses the donor's audio in those pathways only.
@@ -16,7 +20,12 @@ import numpy as np
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
-__all__ = ["AUDIO_PATHWAYS", "derangement", "register_audio_swapped", "swap_audio"]
+from ..negative_audio import negative_specs_for
+
+__all__ = [
+    "AUDIO_PATHWAYS", "derangement", "register_audio_swapped", "swap_audio", "with_negative_audio",
+    "negative_dataset_name", "register_negative_audio",
+]
 
 _AUDIO_KEYS = ("audio_logmel_file", "audio_wav_file")
 # The model's audio pathways (same names as aqformer_d2.modeling.meta_arch.AUDIO_PATHWAYS, which this
@@ -83,5 +92,42 @@ def register_audio_swapped(name: str, seed: int = 0, pathways: Optional[Sequence
     meta.pop("name", None)
     MetadataCatalog.get(new_name).set(
         **meta, audio_swapped_from=name, audio_swap_seed=seed, audio_swap_pathways=list(pathways or AUDIO_PATHWAYS)
+    )
+    return new_name
+
+
+def with_negative_audio(dataset_dicts: List[dict], kind: str, level_db: Optional[float], seed: int = 0) -> List[dict]:
+    """Copies of ``dataset_dicts`` whose clips hear the negative ``kind`` at ``level_db`` (None for silence):
+    each gets a ``"negative_audio"`` spec with its own seed drawn from ``seed``."""
+    specs = negative_specs_for(dataset_dicts, kind, level_db, seed)
+    out = []
+    for d, spec in zip(dataset_dicts, specs):
+        new = copy.deepcopy(d)
+        new["negative_audio"] = spec
+        out.append(new)
+    return out
+
+
+def negative_dataset_name(name: str, kind: str, level_db: Optional[float]) -> str:
+    """``{name}_neg_{kind}`` (silence) or ``{name}_neg_{kind}_{level}db``, e.g. ``..._neg_white_noise_m20db``."""
+    if level_db is None:
+        return f"{name}_neg_{kind}"
+    level = f"{float(level_db):g}".replace("-", "m").replace(".", "p")
+    return f"{name}_neg_{kind}_{level}db"
+
+
+def register_negative_audio(name: str, kind: str, level_db: Optional[float] = None, seed: int = 0) -> str:
+    """Register (or re-register) the negative-audio copy of ``name`` (see :func:`with_negative_audio`) and
+    return its name (:func:`negative_dataset_name`)."""
+    new_name = negative_dataset_name(name, kind, level_db)
+    if new_name in DatasetCatalog.list():
+        DatasetCatalog.remove(new_name)
+        MetadataCatalog.remove(new_name)
+    DatasetCatalog.register(new_name, lambda: with_negative_audio(DatasetCatalog.get(name), kind, level_db, seed))
+    meta = MetadataCatalog.get(name).as_dict()
+    meta.pop("name", None)
+    MetadataCatalog.get(new_name).set(
+        **meta, negative_audio_of=name, negative_audio_kind=kind, negative_audio_level_db=level_db,
+        negative_audio_seed=seed,
     )
     return new_name

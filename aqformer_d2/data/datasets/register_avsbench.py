@@ -292,7 +292,7 @@ def register_or_replace(name: str, loader, metadata: dict) -> None:
 
 
 def register_avs_layout(
-    name_prefix: str, root: str, task: str, *, audio_sources: Sequence[str] = AUDIO_SOURCES
+    name_prefix: str, root: str, task: str, *, audio_sources: Sequence[str] = AUDIO_SOURCES, load_fn=None
 ) -> List[str]:
     """Register ``{name_prefix}_{task}_{split}`` for split in train/val/test (lazily).
 
@@ -301,6 +301,8 @@ def register_avs_layout(
         root: folder holding ``Single-source/`` / ``Multi-sources/`` in the AVSBench layout.
         task: "s4" or "ms3".
         audio_sources: audio files checked at load time ("logmel", "wav").
+        load_fn: the split loader, called as ``load_fn(root, task, split, audio_sources=...)``; None:
+            :func:`load_avs_layout_split` (a dataset that adds keys to its dicts wraps it).
 
     Returns:
         the registered dataset names.
@@ -310,7 +312,7 @@ def register_avs_layout(
     for split in AVS_SPLITS:
         name = f"{name_prefix}_{task}_{split}"
         loader = functools.partial(
-            load_avs_layout_split, root, task, split, audio_sources=tuple(audio_sources)
+            load_fn or load_avs_layout_split, root, task, split, audio_sources=tuple(audio_sources)
         )
         register_or_replace(
             name,

@@ -1,0 +1,112 @@
+"""Listening evaluation: a trained model on every test clip under each audio condition (docs/listening.md).
+
+Conditions (:func:`listening_conditions`): the clip's own audio; another clip's audio (the existing swap
+control, scored against the clip's own ground truth); and negatives, whose ground truth is empty in every
+frame: silence, noise kinds at each level (dB relative to the clip's soundtrack), an off-screen sound.
+:func:`evaluate_listening` runs them and :func:`summarise_listening` turns the per-clip records into the
+metrics of :mod:`aqformer_d2.evaluation.listening` with bootstrap ranges over clips.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+
+from detectron2.evaluation import DatasetEvaluators, inference_on_dataset
+
+from ..data.datasets import register_audio_swapped, register_negative_audio
+from ..evaluation import AVSEvaluator
+from ..evaluation.listening import ListeningEvaluator, bootstrap_interval, listening_score
+from .trainer import AQFormerTrainer
+
+__all__ = ["listening_conditions", "condition_dataset", "evaluate_listening", "summarise_listening"]
+
+logger = logging.getLogger(__name__)
+
+
+def listening_conditions(
+    levels_db: Sequence[float] = (0.0, -20.0), noise_kinds: Sequence[str] = ("white_noise", "pink_noise"),
+    offscreen: bool = True,
+) -> List[Dict]:
+    """The conditions, in report order: ``{"name", "kind", "level_db", "negative"}``; kind "own" / "swap" /
+    a negative kind of :data:`aqformer_d2.data.negative_audio.NEGATIVE_KINDS`."""
+    out = [{"name": "own", "kind": "own", "level_db": None, "negative": False},
+           {"name": "silence", "kind": "silence", "level_db": None, "negative": True}]
+    for kind in noise_kinds:
+        for level in levels_db:
+            out.append({"name": f"{kind}_{float(level):g}dB", "kind": kind, "level_db": float(level), "negative": True})
+    if offscreen:
+        out.append({"name": "offscreen", "kind": "offscreen", "level_db": 0.0, "negative": True})
+    out.append({"name": "swap", "kind": "swap", "level_db": None, "negative": False})
+    return out
+
+
+_DATASET_OF_KIND = {
+    "own": lambda test, cond, seed: test,
+    "swap": lambda test, cond, seed: register_audio_swapped(test, seed=seed),
+}
+
+
+def condition_dataset(test_name: str, condition: Dict, seed: int = 0) -> str:
+    """Registered dataset name of ``condition`` on ``test_name`` (registers the swapped / negative copy)."""
+    make = _DATASET_OF_KIND.get(condition["kind"])
+    if make is not None:
+        return make(test_name, condition, seed)
+    return register_negative_audio(test_name, condition["kind"], condition["level_db"], seed=seed)
+
+
+def evaluate_listening(cfg, model, test_name: str, conditions: Sequence[Dict], seed: int = 0) -> Dict[str, Dict]:
+    """Run ``model`` on ``test_name`` under each condition.
+
+    Returns:
+        condition name -> ``{"condition", "dataset", "clips" (ListeningEvaluator records), "listening"
+        (its summary), "avs" (AVSEvaluator's M_J / M_F, positive conditions only)}``.
+    """
+    model.eval()
+    threshold = cfg.MODEL.AQFORMER.MASK_THRESHOLD
+    results = {}
+    for cond in conditions:
+        dataset = condition_dataset(test_name, cond, seed)
+        listening = ListeningEvaluator(threshold=threshold)
+        evaluators = [listening] if cond["negative"] else [listening, AVSEvaluator(dataset, output_dir=None)]
+        loader = AQFormerTrainer.build_test_loader(cfg, dataset)
+        res = inference_on_dataset(model, loader, DatasetEvaluators(evaluators))
+        results[cond["name"]] = {"condition": dict(cond), "dataset": dataset, "clips": listening.clips,
+                                 "listening": res["listening"], "avs": res.get("avs")}
+        logger.info("listening %s: %s", cond["name"], res)
+    return results
+
+
+def _interval(values: np.ndarray, num_resamples: int, seed: int) -> List[float]:
+    return list(bootstrap_interval(lambda idx: float(values[idx].mean()), len(values),
+                                   num_resamples=num_resamples, seed=seed))
+
+
+def summarise_listening(results: Dict[str, Dict], *, num_resamples: int = 1000, seed: int = 0,
+                        own: str = "own") -> Dict[str, Dict]:
+    """Per condition: ``foreground_frames`` (FPR on negatives), ``mean_area``, positives' ``mIoU`` / ``Fscore``,
+    negatives' ``listening_score`` against the ``own`` condition's M_J, each with a 95 % bootstrap range over
+    clips (``*_ci``; the score resamples a clip's own-audio and negative results together)."""
+    own_clips = {c["video_id"]: c for c in results[own]["clips"]}
+    summary = {}
+    for name, res in results.items():
+        clips = res["clips"]
+        fg = np.array([np.mean(c["any_fg"]) for c in clips])  # [N] share of frames with foreground, per clip
+        area = np.array([np.mean(c["area"]) for c in clips])  # [N]
+        row: Dict[str, Optional[object]] = {
+            "negative": res["condition"]["negative"], "num_clips": len(clips),
+            "foreground_frames": res["listening"]["foreground_frames"], "foreground_frames_ci": _interval(fg, num_resamples, seed),
+            "mean_area": res["listening"]["mean_area"], "mean_area_ci": _interval(area, num_resamples, seed),
+        }
+        if res["avs"] is not None:
+            iou = np.array([np.mean(c["iou"]) for c in clips if c["iou"]])
+            row.update(mIoU=res["avs"]["mIoU"], Fscore=res["avs"]["Fscore"], mIoU_ci=_interval(iou, num_resamples, seed))
+        if res["condition"]["negative"]:
+            pos = np.array([np.mean(own_clips[c["video_id"]]["iou"]) for c in clips])  # [N] paired by clip
+            row["listening_score"] = listening_score(float(pos.mean()), float(fg.mean()))
+            row["listening_score_ci"] = list(bootstrap_interval(
+                lambda idx: listening_score(float(pos[idx].mean()), float(fg[idx].mean())), len(clips),
+                num_resamples=num_resamples, seed=seed))
+        summary[name] = row
+    return summary

@@ -1,0 +1,168 @@
+"""Does the model stay silent when nothing on screen sounds? Negative-audio metrics as pure functions,
+and a DatasetEvaluator that collects them per clip.
+
+Definitions (a clip has T frames; a frame's prediction is ``probs > threshold``, the model's
+``MODEL.AQFORMER.MASK_THRESHOLD``; on negative audio the ground truth is empty in every frame):
+
+* false-positive rate ``FPR``: the share of negative-audio frames with ANY predicted foreground pixel.
+  (One stray pixel counts: a user asking "is something sounding here?" gets a yes.)
+* mean foreground area ``area``: the mean over negative-audio frames of the share of pixels predicted
+  foreground. This is what AVSBench-Robust's evaluation code calls FPR (``calculate_FPR`` in
+  jiali-home/AVSBench-Robust ``training_evaluation/code/AVSegFormer/scripts/s4/test.py``: sigmoid > 0.5,
+  activated pixels / (H*W), averaged over frames; Li et al., "Do Audio-Visual Segmentation Models Truly
+  Segment Sounding Objects?", arXiv 2502.00358).
+* listening score ``S = 2 M_J (1 - FPR) / (M_J + 1 - FPR)``: the harmonic mean of the positive M_J (own
+  audio, official definition) and ``1 - FPR`` on a negative condition; 0 when both are 0. Always
+  predicting foreground gives FPR = 1 and S = 0; never predicting gives M_J = 0 on frames with a sounding
+  object and S near 0 (M_J is 1 only on positive frames with an empty ground truth). AVSBench-Robust
+  reports "G-mIoU / G-F / G-FPR" aggregated outside its public code (README: "manually aggregated ...
+  using Excel"), so their exact formula could not be read; S is OUR definition, in the same spirit.
+* ranges: percentile bootstrap over clips (:func:`bootstrap_interval`); clips, not frames, are the
+  independent units (the frames of a clip share their objects and audio).
+
+Shapes: N frames of H x W pixels.
+"""
+from __future__ import annotations
+
+import itertools
+from collections import OrderedDict
+from typing import Callable, List, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+
+from detectron2.evaluation import DatasetEvaluator
+from detectron2.utils import comm
+
+from ..data.datasets.register_avsbench import read_avs_mask
+from .metrics import binarize, mask_iou_per_frame
+
+__all__ = [
+    "foreground_per_frame",
+    "false_positive_rate",
+    "mean_foreground_area",
+    "listening_score",
+    "bootstrap_interval",
+    "ListeningEvaluator",
+]
+
+ArrayLike = Union[torch.Tensor, np.ndarray]
+
+
+def foreground_per_frame(probs: ArrayLike, threshold: float) -> Tuple[np.ndarray, np.ndarray]:
+    """Per frame of ``probs`` ``[N, H, W]``: (any pixel > threshold: bool ``[N]``, share of such pixels: float64 ``[N]``)."""
+    fg = binarize(probs, threshold)  # [N, H, W] bool
+    if fg.dim() != 3:
+        raise ValueError(f"probs must be [N, H, W], got shape {list(fg.shape)}")
+    flat = fg.flatten(1)  # [N, H*W]
+    return flat.any(1).numpy(), flat.to(torch.float64).mean(1).numpy()
+
+
+def false_positive_rate(any_foreground: Sequence[bool]) -> float:
+    """Share of (negative-audio) frames with any predicted foreground: mean of ``any_foreground`` ``[N]``."""
+    a = np.asarray(any_foreground, dtype=bool)
+    if a.size == 0:
+        raise ValueError("false_positive_rate: no frames")
+    return float(a.mean())
+
+
+def mean_foreground_area(area: Sequence[float]) -> float:
+    """Mean over frames of the predicted foreground share ``area`` ``[N]`` (AVSBench-Robust's "FPR")."""
+    a = np.asarray(area, dtype=np.float64)
+    if a.size == 0:
+        raise ValueError("mean_foreground_area: no frames")
+    return float(a.mean())
+
+
+def listening_score(positive_miou: float, fpr: float) -> float:
+    """Harmonic mean of the positive M_J and ``1 - FPR`` (module doc); 0 when both are 0."""
+    for name, v in (("positive_miou", positive_miou), ("fpr", fpr)):
+        if not 0.0 <= v <= 1.0:
+            raise ValueError(f"listening_score: {name} must be in [0, 1], got {v}")
+    a, b = float(positive_miou), 1.0 - float(fpr)
+    return 0.0 if a + b == 0.0 else 2.0 * a * b / (a + b)
+
+
+def bootstrap_interval(
+    statistic: Callable[[np.ndarray], float], num_clips: int, *, num_resamples: int = 1000, seed: int = 0,
+    confidence: float = 0.95,
+) -> Tuple[float, float]:
+    """Percentile bootstrap interval of ``statistic`` over clips.
+
+    Args:
+        statistic: maps an index array ``[num_clips]`` (clips drawn with replacement) to a number, e.g.
+            ``lambda idx: fpr_per_clip[idx].mean()``; paired statistics index several per-clip arrays with
+            the same ``idx``, so a clip's positive and negative results are resampled together.
+        num_clips: number of clips.
+        num_resamples, seed: resamples drawn from ``numpy.random.default_rng(seed)``.
+        confidence: coverage of the interval (0.95: the 2.5 and 97.5 percentiles).
+
+    Returns:
+        (low, high).
+    """
+    if num_clips < 1 or num_resamples < 1 or not 0.0 < confidence < 1.0:
+        raise ValueError(f"bootstrap_interval: need num_clips, num_resamples >= 1 and 0 < confidence < 1, got "
+                         f"{num_clips}, {num_resamples}, {confidence}")
+    rng = np.random.default_rng(seed)
+    values = np.array([statistic(rng.integers(num_clips, size=num_clips)) for _ in range(num_resamples)])
+    tail = 100.0 * (1.0 - confidence) / 2.0
+    low, high = np.percentile(values, [tail, 100.0 - tail])
+    return float(low), float(high)
+
+
+class ListeningEvaluator(DatasetEvaluator):
+    """Per clip: which frames have any predicted foreground and how much, and (clips with their own ground
+    truth) the official per-frame IoU. Clips whose input carries ``"negative_audio"`` count as negatives:
+    their ground truth is empty in every frame, whatever ``mask_files`` say.
+
+    Args:
+        threshold: the model's mask threshold (``MODEL.AQFORMER.MASK_THRESHOLD``) for FPR and area.
+        distributed: gather all ranks' clips to rank 0 in :meth:`evaluate`.
+
+    :meth:`evaluate` returns ``{"listening": {"foreground_frames" (share of frames with any predicted
+    foreground: the FPR on negatives), "mean_area", "mIoU" (official, clips with their own ground truth; None
+    when all clips are negatives), "num_clips", "num_frames"}}``; :attr:`clips` holds the per-clip records (sorted by video id):
+    ``{"video_id", "negative", "any_fg" [T], "area" [T], "iou" [labelled frames] or None}``.
+    """
+
+    def __init__(self, *, threshold: float, distributed: bool = True):
+        self._threshold = float(threshold)
+        self._distributed = distributed
+        self.clips: List[dict] = []
+        self._records: List[dict] = []
+
+    def reset(self) -> None:
+        self._records = []
+        self.clips = []
+
+    def process(self, inputs, outputs) -> None:
+        for inp, out in zip(inputs, outputs):
+            probs = out["sound_probs"].detach().to("cpu", torch.float32)  # [T, H, W]
+            any_fg, area = foreground_per_frame(probs, self._threshold)
+            negative = "negative_audio" in inp
+            iou = None
+            if not negative:
+                labelled = [t for t, p in enumerate(inp["mask_files"]) if p is not None]
+                gt = torch.stack([torch.from_numpy(read_avs_mask(inp["mask_files"][t])) for t in labelled])  # [V, H, W]
+                iou = mask_iou_per_frame(binarize(probs[labelled]), gt).tolist()  # official 0.5 threshold
+            self._records.append({"video_id": inp["video_id"], "negative": negative, "any_fg": any_fg.tolist(),
+                                  "area": area.tolist(), "iou": iou})
+
+    def evaluate(self):
+        records = self._records
+        if self._distributed:
+            comm.synchronize()
+            records = list(itertools.chain.from_iterable(comm.gather(records, dst=0)))
+            if not comm.is_main_process():
+                return {}
+        self.clips = sorted(records, key=lambda r: r["video_id"])
+        if not self.clips:
+            raise ValueError("ListeningEvaluator: no clip was evaluated")
+        any_fg = [a for r in self.clips for a in r["any_fg"]]
+        area = [a for r in self.clips for a in r["area"]]
+        ious = [float(np.mean(r["iou"])) for r in self.clips if r["iou"]]
+        return OrderedDict({"listening": {
+            "foreground_frames": false_positive_rate(any_fg), "mean_area": mean_foreground_area(area),
+            "mIoU": float(np.mean(ious)) if ious else None,
+            "num_clips": len(self.clips), "num_frames": len(any_fg),
+        }})

@@ -1,0 +1,83 @@
+"""Negative-audio metrics: frame-level FPR, foreground area, the listening score (not gameable by always or never
+predicting), bootstrap ranges, and the ListeningEvaluator on hand-made predictions."""
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from aqformer_d2.evaluation.listening import (
+    ListeningEvaluator, bootstrap_interval, false_positive_rate, foreground_per_frame, listening_score,
+    mean_foreground_area,
+)
+
+
+def test_foreground_per_frame_uses_the_threshold_strictly():
+    probs = torch.zeros(3, 2, 2)
+    probs[1, 0, 0] = 0.9  # one pixel: the frame counts as a false positive
+    probs[2] = 0.6
+    probs[2, 1, 1] = 0.5  # not > 0.5
+    any_fg, area = foreground_per_frame(probs, 0.5)
+    assert any_fg.tolist() == [False, True, True]
+    assert area.tolist() == [0.0, 0.25, 0.75]
+    assert foreground_per_frame(probs, 0.7)[0].tolist() == [False, True, False]
+    assert false_positive_rate(any_fg) == pytest.approx(2 / 3) and mean_foreground_area(area) == pytest.approx(1 / 3)
+    with pytest.raises(ValueError, match="no frames"):
+        false_positive_rate([])
+
+
+def test_listening_score_cannot_be_gamed():
+    # always predicting foreground: FPR 1 -> 0 whatever M_J
+    assert listening_score(0.9, 1.0) == 0.0
+    # never predicting: M_J 0 on frames with a sounding object -> 0 although FPR is 0
+    assert listening_score(0.0, 0.0) == 0.0
+    # harmonic mean: 2 * 0.8 * 0.6 / 1.4
+    assert listening_score(0.8, 0.4) == pytest.approx(0.96 / 1.4, rel=1e-15)
+    assert listening_score(1.0, 0.0) == 1.0 and listening_score(0.0, 1.0) == 0.0
+    # a harmonic mean: below the arithmetic mean when the two differ, so a model must do both
+    assert listening_score(0.9, 0.5) < (0.9 + 0.5) / 2
+    with pytest.raises(ValueError, match="fpr"):
+        listening_score(0.5, 1.5)
+
+
+def test_bootstrap_interval_brackets_the_mean_and_shrinks_with_more_clips():
+    rng = np.random.default_rng(0)
+    small = rng.random(20)
+    large = rng.random(2000)
+    lo_s, hi_s = bootstrap_interval(lambda idx: small[idx].mean(), len(small), num_resamples=400, seed=1)
+    lo_l, hi_l = bootstrap_interval(lambda idx: large[idx].mean(), len(large), num_resamples=400, seed=1)
+    assert lo_s < small.mean() < hi_s and lo_l < large.mean() < hi_l
+    # the 95 % range of a mean of n uniforms is ~ 4 * 0.289 / sqrt(n): 0.26 for 20 clips, 0.026 for 2000
+    assert 0.15 < hi_s - lo_s < 0.4 and 0.015 < hi_l - lo_l < 0.04
+    assert bootstrap_interval(lambda idx: small[idx].mean(), 20, num_resamples=400, seed=1) == (lo_s, hi_s)
+    constant = np.full(10, 0.3)
+    lo, hi = bootstrap_interval(lambda idx: constant[idx].mean(), 10, num_resamples=50)
+    assert lo == pytest.approx(0.3, abs=1e-15) and hi == pytest.approx(0.3, abs=1e-15)
+    with pytest.raises(ValueError):
+        bootstrap_interval(lambda idx: 0.0, 0)
+
+
+def _mask(path, array):
+    Image.fromarray((array * 255).astype(np.uint8), mode="L").save(path)
+    return str(path)
+
+
+def test_evaluator_records_negatives_and_positives(tmp_path):
+    gt = np.zeros((2, 2), dtype=np.uint8)
+    gt[0, 0] = 1
+    mask_files = [_mask(tmp_path / "m0.png", gt), None]  # frame 2 unlabelled
+    probs = torch.zeros(2, 2, 2)
+    probs[0, 0, 0] = 0.8  # exactly the ground truth: IoU 1
+    probs[1, 1, 1] = 0.6
+    positive = {"video_id": "b", "mask_files": mask_files}
+    negative = {"video_id": "a", "mask_files": mask_files, "negative_audio": {"kind": "silence", "level_db": None, "seed": 0}}
+    ev = ListeningEvaluator(threshold=0.5, distributed=False)
+    ev.reset()
+    ev.process([positive, negative], [{"sound_probs": probs}, {"sound_probs": probs * 0.5}])
+    res = ev.evaluate()["listening"]
+    # negative clip: probs*0.5 -> 0.4 and 0.3, nothing above 0.5; positive clip: both frames have foreground
+    assert res["foreground_frames"] == pytest.approx(2 / 4) and res["num_frames"] == 4 and res["num_clips"] == 2
+    assert res["mean_area"] == pytest.approx((0.25 + 0.25) / 4)
+    assert res["mIoU"] == pytest.approx(1.0, abs=1e-6)  # only the positive's labelled frame, IoU 1/(1+1e-7)
+    a, b = ev.clips
+    assert a["video_id"] == "a" and a["negative"] and a["iou"] is None and a["any_fg"] == [False, False]
+    assert b["iou"] == [pytest.approx(1.0, abs=1e-6)] and b["any_fg"] == [True, True]
