@@ -50,7 +50,6 @@ import tqdm
 from PIL import Image
 
 import aqformer_d2  # noqa: F401  (registers the components; must precede detectron2.layers users)
-from aqformer_d2 import add_aqformer_config
 from aqformer_d2.audio.video import (
     FRAME_POSITIONS,
     iter_video_frames,
@@ -59,7 +58,7 @@ from aqformer_d2.audio.video import (
     sample_frames_per_second,
     write_video,
 )
-from detectron2.config import get_cfg
+from aqformer_d2.engine import build_cfg
 from detectron2.utils.logger import setup_logger
 
 from aqformer_d2.inference import (
@@ -130,18 +129,12 @@ def get_parser() -> argparse.ArgumentParser:
 
 
 def setup_cfg(args):
-    cfg = get_cfg()
-    add_aqformer_config(cfg)
-    if not os.path.isfile(args.config_file):
-        raise FileNotFoundError(f"{args.config_file}: config file not found")
-    cfg.merge_from_file(args.config_file)
     if len(args.opts) % 2:
         raise ValueError(f"--opts needs KEY VALUE pairs, got an odd number of items: {args.opts}")
-    cfg.merge_from_list(args.opts)
-    cfg.MODEL.DEVICE = args.device
+    # build_cfg imports the config's IMPORTS (the user's components) before anything is built
+    cfg = build_cfg(args.config_file, list(args.opts) + ["MODEL.DEVICE", args.device])
     if cfg.INPUT.FORMAT not in ("RGB", "BGR"):
         raise ValueError(f"{args.config_file}: INPUT.FORMAT = {cfg.INPUT.FORMAT!r}; the demo supports 'RGB' and 'BGR'")
-    cfg.freeze()
     return cfg
 
 

@@ -6,7 +6,7 @@
 * :mod:`.onnx_export`: :func:`export_clip_onnx` and the metadata that records T, H, W.
 * :mod:`.segmenter`: :class:`ClipSegmenter` with a PyTorch eager and an ONNX Runtime backend.
 
-Import direction: this package imports ``aqformer_d2.modeling`` (through detectron2's ``build_model``),
+Import direction: this package imports ``aqformer_d2.modeling`` (``build_aq_model``),
 ``aqformer_d2.checkpoint`` and ``aqformer_d2.audio``; ``data``, ``evaluation``, ``audio``, ``utils`` and
 ``checkpoint`` never import it. ``onnx`` and ``onnxruntime`` are imported only when used.
 """
