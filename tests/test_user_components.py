@@ -16,6 +16,7 @@ import soundfile as sf
 import torch
 from PIL import Image
 
+import train_net
 from aqformer_d2 import plugins
 from aqformer_d2.data.synthavs import generate_synthavs
 
@@ -56,11 +57,10 @@ def _opts(project, out, **extra):
     return [str(x) for kv in opts.items() for x in kv]
 
 
-def _run(project, script, args, pythonpath=True):
-    env = dict(os.environ, OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")
-    env.pop("PYTHONPATH", None)
-    if pythonpath:
-        env["PYTHONPATH"] = project["pythonpath"]
+def _run(project, script, args):
+    # REPO on the path too, so that demo/demo.py (run from demo/) imports this checkout's aqformer_d2
+    env = dict(os.environ, OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="",
+               PYTHONPATH=os.pathsep.join([project["pythonpath"], REPO]))
     return subprocess.run([sys.executable, os.path.join(REPO, script)] + args, cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=900)
 
@@ -158,10 +158,12 @@ def test_misspelled_module_fails_before_any_work(project, tmp_path):
     assert "PYTHONPATH" in message
     assert not os.path.exists(out)  # stopped before the output folder, the data or the model
 
-    # the right name without the folder on PYTHONPATH: the same error, for 'my_backbone'
-    proc = _run(project, "train_net.py", ["--config-file", project["config"]] + _opts(project, out),
-                pythonpath=False)
-    assert proc.returncode != 0 and "IMPORTS names module 'my_backbone', which failed to import" in proc.stderr
+    # the right name without its folder on the path (train_net's command line, in this process): the same
+    # error, for 'my_backbone'
+    assert "my_backbone" not in sys.modules and not any(p == project["pythonpath"] for p in sys.path)
+    with pytest.raises(ImportError, match=r"IMPORTS names module 'my_backbone', which failed to import: "
+                                          r"ModuleNotFoundError"):
+        train_net.cli(["--config-file", project["config"]] + _opts(project, out))
     assert not os.path.exists(out)
 
 
@@ -214,6 +216,7 @@ class Keep(logging.Handler):
 logging.getLogger("aqformer_d2").addHandler(Keep())
 import aqformer_d2
 from detectron2.modeling import BACKBONE_REGISTRY
+import train_net
 from aqformer_d2 import plugins
 from aqformer_d2.engine import build_cfg
 from aqformer_d2.modeling import build_aq_backbone
@@ -309,3 +312,103 @@ def test_launch_imports_the_parents_modules_in_every_process(tmp_path, monkeypat
         with open(out / f"rank{rank}.json") as f:
             assert json.load(f) == {"rank": rank, "imported": True}
     sys.modules.pop("aqf_launch_user_module", None)
+
+
+def _tiny_cfg(*opts):
+    from aqformer_d2.engine import build_cfg
+
+    return build_cfg(os.path.join(REPO, "configs", "synthavs", "aqformer_tiny_s4.yaml"), list(opts))
+
+
+def _build_backbone(cfg):
+    from aqformer_d2.modeling import build_aq_backbone
+
+    return build_aq_backbone(cfg)
+
+
+def _build_audio_encoder(cfg):
+    from aqformer_d2.modeling.audio_encoder import build_audio_encoder
+
+    return build_audio_encoder(cfg)
+
+
+def _build_pixel_decoder(cfg):
+    from aqformer_d2.modeling.pixel_decoder import build_aq_pixel_decoder
+
+    return build_aq_pixel_decoder(cfg, _build_backbone(cfg).output_shape())
+
+
+def _build_transformer_decoder(cfg):
+    from aqformer_d2.modeling.transformer_decoder import build_aq_transformer_decoder
+
+    return build_aq_transformer_decoder(cfg)
+
+
+def _build_mapper(cfg):
+    from aqformer_d2.data.dataset_mappers import build_aq_dataset_mapper
+
+    return build_aq_dataset_mapper(cfg, is_train=True)
+
+
+def _build_model(cfg):
+    from aqformer_d2.modeling import build_aq_model
+
+    return build_aq_model(cfg)
+
+
+def _build_train_loader(cfg):
+    from aqformer_d2.engine import AQFormerTrainer
+
+    return AQFormerTrainer.build_train_loader(cfg, seed=0)
+
+
+def _build_test_loader(cfg):
+    from aqformer_d2.engine import AQFormerTrainer
+
+    return AQFormerTrainer.build_test_loader(cfg, cfg.DATASETS.TEST[0])
+
+
+def _registered(kind):
+    from detectron2.data import DatasetCatalog
+    from detectron2.modeling import BACKBONE_REGISTRY, META_ARCH_REGISTRY
+
+    from aqformer_d2.data.dataset_mappers import AQ_DATASET_MAPPER_REGISTRY
+    from aqformer_d2.modeling.audio_encoder import AUDIO_ENCODER_REGISTRY
+    from aqformer_d2.modeling.pixel_decoder import AQ_PIXEL_DECODER_REGISTRY
+    from aqformer_d2.modeling.transformer_decoder import AQ_TRANSFORMER_DECODER_REGISTRY
+
+    registries = {"backbone": BACKBONE_REGISTRY, "audio encoder": AUDIO_ENCODER_REGISTRY,
+                  "pixel decoder": AQ_PIXEL_DECODER_REGISTRY, "transformer decoder": AQ_TRANSFORMER_DECODER_REGISTRY,
+                  "dataset mapper": AQ_DATASET_MAPPER_REGISTRY, "meta-architecture": META_ARCH_REGISTRY}
+    if kind == "dataset":
+        return DatasetCatalog.list()
+    return [name for name, _ in registries[kind]]
+
+
+@pytest.mark.parametrize("key, value, kind, build", [
+    ("MODEL.BACKBONE.NAME", "build_my_backbone", "backbone", _build_backbone),
+    ("MODEL.AUDIO_ENCODER.NAME", "MyAudioEncoder", "audio encoder", _build_audio_encoder),
+    ("MODEL.AQFORMER.PIXEL_DECODER_NAME", "MyPixelDecoder", "pixel decoder", _build_pixel_decoder),
+    ("MODEL.AQFORMER.TRANSFORMER_DECODER_NAME", "MyDecoder", "transformer decoder", _build_transformer_decoder),
+    ("INPUT.DATASET_MAPPER_NAME", "MyMapper", "dataset mapper", _build_mapper),
+    ("MODEL.META_ARCHITECTURE", "MyArch", "meta-architecture", _build_model),
+    ("DATASETS.TRAIN", "('my_dataset_train',)", "dataset", _build_train_loader),
+    ("DATASETS.TEST", "('my_dataset_test',)", "dataset", _build_test_loader),
+])
+def test_missing_registry_name_lists_the_registered_ones(key, value, kind, build):
+    cfg = _tiny_cfg(key, value)
+    with pytest.raises(KeyError) as info:
+        build(cfg)
+    message = str(info.value)
+    name = value.strip("()',")
+    assert message.startswith(f"{key} = {name!r}: no {kind} of that name is registered.")
+    registered = _registered(kind)
+    assert len(registered) >= 1
+    listed = re.search(rf"Registered {kind} names: (.*)\.\n", message).group(1).split(", ")
+    assert listed == sorted(registered)
+    assert "IMPORTS" in message and "'aqformer_d2.plugins'" in message
+
+
+def test_misspelled_registry_name_suggests_the_close_one():
+    with pytest.raises(KeyError, match=r"Did you mean: 'build_aq_tiny_convnet'\?"):
+        _build_backbone(_tiny_cfg("MODEL.BACKBONE.NAME", "build_aq_tiny_convnte"))
