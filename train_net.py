@@ -7,35 +7,30 @@
     python train_net.py --config-file ... --num-gpus 2          # 2 processes: GPUs (NCCL) or, without CUDA, CPU (gloo)
 
 Trailing KEY VALUE pairs override the config. Components (backbones, audio encoder, pixel decoder,
-transformer decoder, dataset mapper) are chosen by their registered names in the config.
+transformer decoder, dataset mapper, datasets) are chosen by their registered names in the config; your own
+are registered by the modules the config's IMPORTS names (imported in every process) or by installed
+plugins (README: "Add your own backbone").
 """
 import torch
 
 import aqformer_d2  # noqa: F401  (registers every component; must precede detectron2.engine)
-from aqformer_d2 import add_aqformer_config
 from aqformer_d2.checkpoint import AQCheckpointer
-from aqformer_d2.data import register_avs_datasets_from_cfg
-from aqformer_d2.engine import AQFormerTrainer, launch
+from aqformer_d2.engine import AQFormerTrainer, build_cfg, launch
+from aqformer_d2.plugins import import_config_modules
 
-from detectron2.config import get_cfg
 from detectron2.engine import default_argument_parser, default_setup
 from detectron2.evaluation import verify_results
 from detectron2.utils import comm
 
 
 def setup(args):
-    cfg = get_cfg()
-    add_aqformer_config(cfg)
-    cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(args.opts)
+    cfg = build_cfg(args.config_file, args.opts)  # imports IMPORTS, registers the datasets
     if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
         raise SystemExit(
             f"train_net.py: MODEL.DEVICE is '{cfg.MODEL.DEVICE}' but torch finds no CUDA device; "
             "add 'MODEL.DEVICE cpu' to the command line to run on the CPU."
         )
-    cfg.freeze()
     default_setup(cfg, args)
-    register_avs_datasets_from_cfg(cfg)
     return cfg
 
 
@@ -56,6 +51,9 @@ def main(args):
 
 def cli(argv=None):
     args = default_argument_parser().parse_args(argv)
+    # A module of IMPORTS that does not import fails here, before any process starts; each process imports
+    # them again in setup (and launch imports them in its workers).
+    import_config_modules(args.config_file, args.opts)
     launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
            dist_url=args.dist_url, args=(args,))
 

@@ -1,15 +1,39 @@
-"""All configuration keys added by AQFormer, in one function: :func:`add_aqformer_config`.
+"""All configuration keys added by AQFormer, in one function: :func:`add_aqformer_config`; and
+:func:`register_config_extension`, through which a user module or plugin adds its own keys.
 
 Symbols follow the paper (Huang et al., IJCAI 2023, §3): T frames, C_f (decoder feature width),
 C_m (eq. 1 attention width), C_b (ABTI width), N decoder stages.
 """
+from typing import Callable, List
+
 from detectron2.config import CfgNode as CN
 
-__all__ = ["add_aqformer_config"]
+__all__ = ["add_aqformer_config", "register_config_extension"]
+
+# Functions adding the config keys of user modules and plugins, called by add_aqformer_config in order.
+_CONFIG_EXTENSIONS: List[Callable[[CN], None]] = []
+
+
+def register_config_extension(fn: Callable[[CN], None]) -> Callable[[CN], None]:
+    """Decorator: ``fn(cfg)`` adds a user module's or plugin's own config keys (as detectron2's
+    ``add_*_config`` functions do); :func:`add_aqformer_config` calls it after AQFormer's keys. Modules named
+    in ``IMPORTS`` are imported before the config is built, so the same YAML file can set these keys.
+    Registering the same function twice has no further effect."""
+    if fn not in _CONFIG_EXTENSIONS:
+        _CONFIG_EXTENSIONS.append(fn)
+    return fn
 
 
 def add_aqformer_config(cfg: CN) -> None:
-    """Add every AQFormer key (with its default) to a detectron2 config. Call once, before merging a yaml."""
+    """Add every AQFormer key (with its default) to a detectron2 config, then the keys of every registered
+    config extension (:func:`register_config_extension`). Call once, before merging a yaml."""
+    # ---------------------------------------------------------------- user components
+    # Modules imported before anything is built, so that the components they register (backbones, audio
+    # encoders, decoders, dataset mappers, datasets) can be named in this config. Each must be importable
+    # (an installed package or a folder on PYTHONPATH). See aqformer_d2/plugins.py and README "Add your own
+    # backbone".
+    cfg.IMPORTS = []
+
     # ---------------------------------------------------------------- model: AQFormer as a whole
     cfg.MODEL.AQFORMER = CN()
     # T: frames per clip (AVSBench: 5, one frame per second).
@@ -197,3 +221,6 @@ def add_aqformer_config(cfg: CN) -> None:
     # Frames the AVSS metric scores: "official" (labelled real frames + padded frames, whose ground truth
     # is background, as AVSBench's test.py) or "real_frames" (labelled real frames only, as COMBO-AVS).
     cfg.TEST.AVSS_PROTOCOL = "official"
+
+    for extend in _CONFIG_EXTENSIONS:
+        extend(cfg)

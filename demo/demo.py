@@ -120,10 +120,9 @@ def get_parser() -> argparse.ArgumentParser:
 
 
 def setup_cfg(args):
-    if not os.path.isfile(args.config_file):
-        raise FileNotFoundError(f"{args.config_file}: config file not found")
     if len(args.opts) % 2:
         raise ValueError(f"--opts needs KEY VALUE pairs, got an odd number of items: {args.opts}")
+    # build_cfg imports the config's IMPORTS (the user's components) before anything is built
     cfg = build_cfg(args.config_file, list(args.opts) + ["MODEL.DEVICE", args.device])
     if cfg.INPUT.FORMAT not in ("RGB", "BGR"):
         raise ValueError(f"{args.config_file}: INPUT.FORMAT = {cfg.INPUT.FORMAT!r}; the demo supports 'RGB' and 'BGR'")

@@ -25,10 +25,9 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 import aqformer_d2  # noqa: E402,F401  (detectron2 compatibility before detectron2 imports)
-from aqformer_d2 import add_aqformer_config  # noqa: E402
 from aqformer_d2.checkpoint import load_coco_backbone, local_weight_file, save_weights_checkpoint  # noqa: E402
-from detectron2.config import get_cfg  # noqa: E402
-from detectron2.modeling import build_backbone  # noqa: E402
+from aqformer_d2.engine import build_cfg  # noqa: E402
+from aqformer_d2.modeling import build_aq_backbone  # noqa: E402
 
 logger = logging.getLogger("convert_d2_coco_backbone")
 
@@ -48,19 +47,14 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
 
 
 def build_config(config_file: str, opts: List[str]):
-    cfg = get_cfg()
-    add_aqformer_config(cfg)
-    cfg.merge_from_file(config_file)
-    cfg.merge_from_list(opts)
-    cfg.MODEL.DEVICE = "cpu"
-    return cfg
+    return build_cfg(config_file, list(opts) + ["MODEL.DEVICE", "cpu"])  # imports the config's IMPORTS first
 
 
 def main(argv: Optional[List[str]] = None) -> str:
     """Run the conversion; returns the output path."""
     args = parse_args(argv)
     cfg = build_config(args.config_file, args.opts)
-    backbone = build_backbone(cfg)
+    backbone = build_aq_backbone(cfg)
     selection, _ = load_coco_backbone(backbone, local_weight_file(args.input))
     checkpoint = save_weights_checkpoint(
         args.output, {args.prefix + k: v.detach().clone().contiguous() for k, v in backbone.state_dict().items()},

@@ -16,9 +16,9 @@ from typing import Dict, List, Tuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import aqformer_d2  # noqa: E402  (registers the components; must precede detectron2.modeling)
-from detectron2.config import get_cfg  # noqa: E402
-from detectron2.modeling import build_model  # noqa: E402
+import aqformer_d2  # noqa: E402,F401  (registers the components; must precede detectron2.modeling)
+from aqformer_d2.engine import build_cfg  # noqa: E402
+from aqformer_d2.modeling import build_aq_model  # noqa: E402
 from torch import nn  # noqa: E402
 
 PARTS = (
@@ -43,13 +43,8 @@ def count_model(model: nn.Module) -> Dict[str, Tuple[int, int]]:
 
 
 def build(config_file: str, opts: List[str]) -> nn.Module:
-    cfg = get_cfg()
-    aqformer_d2.add_aqformer_config(cfg)
-    cfg.merge_from_file(config_file)
-    if opts:
-        cfg.merge_from_list(opts)
-    cfg.MODEL.DEVICE = "cpu"
-    return build_model(cfg)
+    cfg = build_cfg(config_file, list(opts) + ["MODEL.DEVICE", "cpu"])  # imports the config's IMPORTS first
+    return build_aq_model(cfg)
 
 
 def _fmt(n: int) -> str:

@@ -25,10 +25,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import aqformer_d2  # noqa: E402  (registers the components; must precede detectron2.modeling)
+import aqformer_d2  # noqa: E402,F401  (registers the components; must precede detectron2.modeling)
+from aqformer_d2.engine import build_cfg  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from detectron2.config import get_cfg  # noqa: E402
 from detectron2.utils.logger import setup_logger  # noqa: E402
 
 from aqformer_d2.inference import (  # noqa: E402
@@ -60,17 +60,10 @@ def get_parser() -> argparse.ArgumentParser:
 
 
 def setup_cfg(args):
-    if not os.path.isfile(args.config_file):
-        raise FileNotFoundError(f"{args.config_file}: config file not found")
     if len(args.opts) % 2:
         raise ValueError(f"config overrides need KEY VALUE pairs, got an odd number of items: {args.opts}")
-    cfg = get_cfg()
-    aqformer_d2.add_aqformer_config(cfg)
-    cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(args.opts)
-    cfg.MODEL.DEVICE = "cpu"  # the trace and the file are device-independent; export on the CPU
-    cfg.freeze()
-    return cfg
+    # the trace and the file are device-independent; export on the CPU. build_cfg imports IMPORTS first.
+    return build_cfg(args.config_file, list(args.opts) + ["MODEL.DEVICE", "cpu"])
 
 
 def verify(model: torch.nn.Module, cfg, path: str, tolerance: float) -> float:

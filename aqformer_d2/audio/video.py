@@ -1,4 +1,4 @@
-"""Video and audio container I/O with PyAV: one frame per second, 16 kHz mono audio, overlay encoding.
+"""Video container I/O with PyAV: probing, one frame per second, overlay encoding (H.264 + AAC).
 
 This module sits below ``aqformer_d2.modeling`` and ``aqformer_d2.data`` and imports neither.
 
@@ -9,10 +9,9 @@ one frame per second; which frame of a second is taken is the ``position`` argum
 annotates the last frame of each one-second clip), ``"first"`` (the first frame whose time falls in
 that second) or ``"middle"`` (the frame of that second closest to s + 0.5).
 
-Audio of any container (MP4/AAC, WAV, FLAC, ...) is decoded with PyAV, converted to float samples,
-aligned to the video timeline (silence in front when the audio starts late, samples dropped when it
-starts early) and, for the model, downmixed by averaging the channels and resampled to 16 kHz with
-:func:`aqformer_d2.audio.io.resample` (the VGGish front end's conventions).
+The audio track (decoding, alignment to this timeline, 16 kHz mono) is read by
+:mod:`aqformer_d2.audio.audio_track`; its functions are re-exported here. :func:`write_video` encodes
+frames and an audio track into an MP4 file.
 """
 from __future__ import annotations
 
@@ -26,7 +25,7 @@ from typing import Callable, Iterable, Iterator, List, Optional, Tuple, Union
 import av
 import numpy as np
 
-from .io import resample, to_mono
+from .audio_track import PathLike, decode_audio, iter_audio_chunks, load_audio_mono, open_container, stream_start
 
 __all__ = [
     "FRAME_POSITIONS",
@@ -42,8 +41,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-PathLike = Union[str, os.PathLike]
 
 # Which frame of each second :func:`sample_frames_per_second` keeps.
 FRAME_POSITIONS = ("last", "first", "middle")
@@ -100,26 +97,10 @@ class SampledFrames:
         return len(self.frames)
 
 
-def _open(path: PathLike, what: str) -> av.container.InputContainer:
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path}: {what} file not found")
-    try:
-        return av.open(path)
-    except av.error.FFmpegError as e:
-        raise ValueError(f"{path}: cannot open as a media container with PyAV: {e}") from e
-
-
 def _video_stream(container, path: str):
     if not container.streams.video:
         raise ValueError(f"{path}: no video stream in the container")
     return container.streams.video[0]
-
-
-def _stream_start(stream) -> float:
-    if stream.start_time is None:
-        return 0.0
-    return float(stream.start_time * stream.time_base)
 
 
 def probe_video(path: PathLike) -> VideoInfo:
@@ -130,7 +111,7 @@ def probe_video(path: PathLike) -> VideoInfo:
         ValueError: not a media container, or no video stream (the message names the file).
     """
     path = os.fspath(path)
-    with _open(path, "video") as container:
+    with open_container(path, "video") as container:
         vs = _video_stream(container, path)
         cc = vs.codec_context
         if not cc.width or not cc.height:
@@ -150,7 +131,7 @@ def probe_video(path: PathLike) -> VideoInfo:
             height=int(cc.height),
             fps=Fraction(fps),
             duration=duration,
-            start_time=_stream_start(vs),
+            start_time=stream_start(vs),
             num_frames=int(vs.frames or 0),
         )
         if container.streams.audio:
@@ -166,7 +147,7 @@ def _decode_video(path: str, container) -> Iterator[Tuple[float, "av.VideoFrame"
     """(time relative to the stream start, frame) of every decoded video frame, in decoding order."""
     vs = _video_stream(container, path)
     vs.thread_type = "AUTO"  # frame + slice threading in FFmpeg's decoder
-    start = _stream_start(vs)
+    start = stream_start(vs)
     last = -math.inf
     try:
         for frame in container.decode(vs):
@@ -227,7 +208,7 @@ def sample_frames_per_second(
             times.append(on_screen[0])
             repeated.append(s)
 
-    with _open(path, "video") as container:
+    with open_container(path, "video") as container:
         for t, frame in _decode_video(path, container):
             n += 1
             width, height = frame.width, frame.height
@@ -269,122 +250,10 @@ def _identity(x):
 def iter_video_frames(path: PathLike) -> Iterator[Tuple[float, np.ndarray]]:
     """Yield ``(time in s from the stream start, RGB uint8 [H, W, 3])`` for every frame of a video."""
     path = os.fspath(path)
-    with _open(path, "video") as container:
+    with open_container(path, "video") as container:
         for t, frame in _decode_video(path, container):
             yield t, frame.to_ndarray(format="rgb24")
 
-
-def _layout_name(name: str, channels: int) -> str:
-    """A layout name PyAV accepts: the stream's own, else FFmpeg's default layout for the channel count."""
-    try:
-        av.AudioLayout(name)
-        return name
-    except ValueError:
-        return f"{channels}c"
-
-
-def _audio_params(path: str) -> Tuple[int, str, Optional[float]]:
-    """(sample rate, layout name, stream start in s) of the first audio stream; errors name the file."""
-    with _open(path, "audio") as container:
-        if not container.streams.audio:
-            raise ValueError(f"{path}: no audio stream in the container")
-        stream = container.streams.audio[0]
-        cc = stream.codec_context
-        rate = int(cc.sample_rate or 0)
-        if rate <= 0:
-            raise ValueError(f"{path}: audio stream has no sample rate")
-        return rate, _layout_name(cc.layout.name, int(cc.channels)), _stream_start(stream)
-
-
-def _audio_chunks(path: str, rate: int, start: float) -> Iterator[np.ndarray]:
-    """Float32 ``[C, n]`` chunks of the first audio stream, ``start`` (s) being t = 0 of the output."""
-    with _open(path, "audio") as container:
-        stream = container.streams.audio[0]
-        to_float = av.AudioResampler(format="fltp", layout=stream.codec_context.layout, rate=rate)
-        to_drop = None  # samples still to drop before the origin; None before the first chunk
-
-        def aligned(f, t0: float) -> Iterator[np.ndarray]:
-            nonlocal to_drop
-            data = f.to_ndarray().astype(np.float32, copy=False)  # [C, n] planar float
-            if to_drop is None:
-                offset = int(round((t0 - start) * rate))
-                if offset > 0:  # audio starts after the origin: silence in front
-                    yield np.zeros((data.shape[0], offset), np.float32)
-                to_drop = max(-offset, 0)  # audio starts before the origin: drop what precedes it
-            if to_drop:
-                cut = min(to_drop, data.shape[1])
-                data, to_drop = data[:, cut:], to_drop - cut
-            if data.shape[1]:
-                yield data
-
-        try:
-            t0 = start
-            for frame in container.decode(stream):
-                if to_drop is None and frame.time is not None:
-                    t0 = float(frame.time)
-                for f in to_float.resample(frame):
-                    yield from aligned(f, t0)
-            for f in to_float.resample(None):
-                yield from aligned(f, t0)
-        except av.error.FFmpegError as e:
-            raise ValueError(f"{path}: audio decoding failed: {e}") from e
-
-
-def iter_audio_chunks(
-    path: PathLike, origin: Optional[float] = None
-) -> Tuple[int, str, Iterator[np.ndarray]]:
-    """Decode the first audio stream of a file as float32 chunks ``[C, n]`` on a given timeline.
-
-    Args:
-        path: any container PyAV reads (video with sound, WAV, FLAC, MP3, ...).
-        origin: time (s, in the file's own timeline) that becomes t = 0: the video stream's start for
-            the sound track of a video. None: the audio stream's own start (a separate audio file).
-            Audio starting after the origin is preceded by silence; audio before it is dropped.
-
-    Returns:
-        ``(sample_rate, layout name, iterator of chunks)``. The stream is checked now; the file is
-        decoded (and kept open) while the iterator runs.
-
-    Raises:
-        FileNotFoundError / ValueError naming the file: unreadable file, or no audio stream.
-    """
-    path = os.fspath(path)
-    rate, layout, start = _audio_params(path)
-    if origin is not None:
-        start = float(origin)
-    return rate, layout, _audio_chunks(path, rate, start)
-
-
-def decode_audio(path: PathLike, origin: Optional[float] = None, mono: bool = False) -> Tuple[np.ndarray, int]:
-    """Decode a whole audio stream: ``(waveform, sample_rate)``.
-
-    waveform is float32 ``[C, S]`` (channels first), or ``[S]`` with ``mono=True`` (channel mean,
-    computed chunk by chunk). See :func:`iter_audio_chunks` for ``origin``.
-
-    Raises:
-        ValueError naming the file: no audio stream, or no samples.
-    """
-    rate, _, chunks = iter_audio_chunks(path, origin)
-    parts = [to_mono(c) if mono else c for c in chunks]
-    if not parts:
-        raise ValueError(f"{os.fspath(path)}: the audio stream holds no samples")
-    waveform = np.concatenate(parts, axis=-1)
-    if waveform.shape[-1] == 0:
-        raise ValueError(f"{os.fspath(path)}: the audio stream holds no samples")
-    if not np.isfinite(waveform).all():
-        raise ValueError(f"{os.fspath(path)}: the audio stream holds NaN or infinite samples")
-    return waveform, rate
-
-
-def load_audio_mono(
-    path: PathLike, sample_rate: int = 16000, origin: Optional[float] = None
-) -> np.ndarray:
-    """Audio of a file as mono float32 ``[S]`` at ``sample_rate`` (16 kHz: the VGGish front end's rate).
-
-    Channels are averaged (as VGGish does), then resampled with :func:`aqformer_d2.audio.io.resample`.
-    """
-    waveform, rate = decode_audio(path, origin=origin, mono=True)
-    return resample(waveform, rate, sample_rate)
 
 
 def _aac_settings(rate: int, layout: str) -> Tuple[int, str]:

@@ -34,6 +34,8 @@ import torch.utils.data as torchdata
 from detectron2.data import get_detection_dataset_dicts
 from detectron2.utils import comm
 
+from ..utils.registry import require_datasets
+
 __all__ = [
     "derive_seed", "seeded_rngs", "ResumableTrainingSampler", "SeededClipDataset",
     "ResumableTrainLoader", "build_aq_train_loader",
@@ -228,7 +230,8 @@ def build_aq_train_loader(cfg, mapper: Callable[[dict], dict], *, seed: int) -> 
     total = int(cfg.SOLVER.IMS_PER_BATCH)
     if total <= 0 or total % world != 0:
         raise ValueError(f"SOLVER.IMS_PER_BATCH ({total}) must be a positive multiple of the number of processes ({world}).")
-    dicts = get_detection_dataset_dicts(cfg.DATASETS.TRAIN, filter_empty=False)
+    dicts = get_detection_dataset_dicts(require_datasets(cfg.DATASETS.TRAIN, config_key="DATASETS.TRAIN"),
+                                        filter_empty=False)
     logger.info("Resumable train loader: %d clips, seed %d, %d clips per process per iteration, %d workers",
                 len(dicts), seed, total // world, cfg.DATALOADER.NUM_WORKERS)
     return ResumableTrainLoader(dicts, mapper, seed=seed, batch_size=total // world,

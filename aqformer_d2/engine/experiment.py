@@ -1,5 +1,5 @@
-"""Programmatic train / evaluate helpers shared by the main job (tools/run_demo_job.py) and the
-SynthAVS benchmark (bench/synthavs_benchmark.py). ``train_net.py`` is the command-line equivalent."""
+"""The config every entry point builds (:func:`build_cfg`), and programmatic train / evaluate helpers shared
+by the main job (tools/run_demo_job.py) and the benchmarks. ``train_net.py`` is the command-line equivalent."""
 import json
 import logging
 import os
@@ -13,6 +13,7 @@ from detectron2.utils.logger import setup_logger
 
 from ..config import add_aqformer_config
 from ..data import register_avs_datasets_from_cfg
+from ..plugins import import_config_modules
 from .trainer import AQFormerTrainer
 
 __all__ = ["build_cfg", "train_and_evaluate", "evaluate", "read_loss_history"]
@@ -21,11 +22,33 @@ logger = logging.getLogger(__name__)
 
 
 def build_cfg(config_file: str, opts: Sequence[str] = ()) -> CfgNode:
-    """The config of ``config_file`` with ``opts`` (KEY VALUE ...) merged, datasets registered from it."""
+    """The frozen config of ``config_file`` with ``opts`` (KEY VALUE ...) merged, datasets registered from it.
+
+    The one place where entry points build their config. In order: the modules named by ``IMPORTS`` (file
+    and ``opts``) are imported (:func:`aqformer_d2.plugins.import_config_modules`), so that their
+    registrations and config extensions exist; then detectron2's defaults, AQFormer's keys and the
+    extensions' keys, the file, ``opts``; then AVSBench / SynthAVS are registered at the roots the config
+    gives.
+
+    Raises:
+        FileNotFoundError: no such config file.
+        ValueError: an odd number of ``opts`` items, or ``IMPORTS`` is not a list of module names.
+        ImportError: a module of ``IMPORTS`` fails to import (names the module and ``config_file``).
+    """
+    config_file = os.fspath(config_file)
+    if not os.path.isfile(config_file):
+        raise FileNotFoundError(f"{config_file}: config file not found")
+    opts = list(opts)
+    if len(opts) % 2:
+        raise ValueError(f"{config_file}: config overrides need KEY VALUE pairs, got an odd number of items: {opts}")
+    imported = import_config_modules(config_file, opts)
     cfg = get_cfg()
     add_aqformer_config(cfg)
     cfg.merge_from_file(config_file)
-    cfg.merge_from_list(list(opts))
+    cfg.merge_from_list(opts)
+    if list(cfg.IMPORTS) != imported:
+        raise RuntimeError(f"{config_file}: IMPORTS read before the merge {imported} differ from the merged "
+                           f"config's {list(cfg.IMPORTS)}")
     cfg.freeze()
     register_avs_datasets_from_cfg(cfg)
     return cfg

@@ -3,7 +3,10 @@
 detectron2 v0.6's ``detectron2.engine.launch`` asserts CUDA and hard-codes NCCL when more than one
 process is asked for. This module is the same contract (``launch(main_func, num_processes, ...)``)
 with the backend chosen from the hardware: NCCL when CUDA is available, gloo otherwise. It also
-creates detectron2's per-machine process group with whichever API the installed detectron2 has.
+creates detectron2's per-machine process group with whichever API the installed detectron2 has, and
+imports in every process it starts the modules the parent imported through a config's ``IMPORTS``
+(:func:`aqformer_d2.plugins.imported_modules`), so a ``main_func`` handed a ready config finds the
+components they register.
 """
 import logging
 from datetime import timedelta
@@ -13,6 +16,8 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from detectron2.utils import comm
+
+from ..plugins import import_modules, imported_modules
 
 __all__ = ["launch", "DEFAULT_TIMEOUT"]
 
@@ -60,7 +65,8 @@ def launch(main_func, num_processes_per_machine: int, num_machines: int = 1, mac
     mp.start_processes(
         _worker,
         nprocs=num_processes_per_machine,
-        args=(main_func, world_size, num_processes_per_machine, machine_rank, dist_url, args, timeout),
+        args=(main_func, world_size, num_processes_per_machine, machine_rank, dist_url, args, timeout,
+              imported_modules()),
         daemon=False,
         start_method="spawn",
     )
@@ -78,8 +84,10 @@ def _create_local_group(num_per_machine: int, machine_rank: int, world_size: int
             comm._LOCAL_PROCESS_GROUP = group
 
 
-def _worker(local_rank, main_func, world_size, num_per_machine, machine_rank, dist_url, args, timeout):
-    import aqformer_d2  # noqa: F401  (registers components in the spawned process)
+def _worker(local_rank, main_func, world_size, num_per_machine, machine_rank, dist_url, args, timeout, imports):
+    import aqformer_d2  # noqa: F401  (registers components and installed plugins in the spawned process)
+
+    import_modules(imports, source="IMPORTS of the config the launching process read")
 
     global_rank = machine_rank * num_per_machine + local_rank
     backend = _backend()

@@ -17,6 +17,8 @@ from ..checkpoint import AQCheckpointer
 from ..data.build import SEED_TAG_STEP, build_aq_train_loader, derive_seed
 from ..data.dataset_mappers.build import build_aq_dataset_mapper
 from ..evaluation import best_metric_name, build_aq_evaluator
+from ..modeling import build_aq_model
+from ..utils.registry import require_datasets
 from .optimizer import build_optimizer, build_poly_lr_scheduler
 
 __all__ = ["AQFormerTrainer", "create_ddp_model_any_device", "StepSeedHook", "ResumableBestCheckpointer"]
@@ -148,6 +150,14 @@ class AQFormerTrainer(DefaultTrainer):
         return hook_list
 
     @classmethod
+    def build_model(cls, cfg):
+        """DefaultTrainer.build_model through :func:`aqformer_d2.modeling.build_aq_model` (an unregistered
+        MODEL.META_ARCHITECTURE lists the registered ones)."""
+        model = build_aq_model(cfg)
+        logging.getLogger("detectron2").info("Model:\n%s", model)
+        return model
+
+    @classmethod
     def build_train_loader(cls, cfg, seed=None):
         """The resumable train loader (:func:`aqformer_d2.data.build.build_aq_train_loader`); ``seed``
         defaults to :func:`run_seed`."""
@@ -156,6 +166,7 @@ class AQFormerTrainer(DefaultTrainer):
 
     @classmethod
     def build_test_loader(cls, cfg, dataset_name):
+        require_datasets([dataset_name], config_key="DATASETS.TEST")
         return build_detection_test_loader(cfg, dataset_name, mapper=build_aq_dataset_mapper(cfg, is_train=False))
 
     @classmethod

@@ -8,7 +8,7 @@
 * :mod:`.video`: a whole video through a segmenter: :func:`load_video` / :func:`load_frame_files` and the clip
   loop :func:`predict_video` (plan -> frames -> audio -> segmenter -> resize back).
 
-Import direction: this package imports ``aqformer_d2.modeling`` (through detectron2's ``build_model``),
+Import direction: this package imports ``aqformer_d2.modeling`` (``build_aq_model``),
 ``aqformer_d2.checkpoint`` and ``aqformer_d2.audio``; ``data``, ``evaluation``, ``audio``, ``utils`` and
 ``checkpoint`` never import it. ``onnx`` and ``onnxruntime`` are imported only when used.
 """

@@ -22,9 +22,9 @@ from typing import Optional, Tuple, Union
 import numpy as np
 import torch
 from detectron2.config import configurable
-from detectron2.modeling import build_model
 
 from ..checkpoint import AQCheckpointer
+from ..modeling import build_aq_model
 from .clip_module import ClipSegmentationModule
 from .clips import INPUT_FORMATS
 from .onnx_export import parse_clip_metadata
@@ -109,7 +109,7 @@ def build_inference_model(cfg) -> torch.nn.Module:
     Raises:
         FileNotFoundError: MODEL.WEIGHTS is a local path that does not exist.
     """
-    model = build_model(cfg)
+    model = build_aq_model(cfg)
     model.eval()
     weights = cfg.MODEL.WEIGHTS
     if weights:

@@ -2,6 +2,7 @@
 transformer decoder and the "AQFormer" meta-architecture."""
 from . import audio_encoder, backbone, pixel_decoder, transformer_decoder  # noqa: F401  (registration)
 from .backbone import tiny_convnet  # noqa: F401  (registration)
-from .meta_arch import AQFormer
+from .backbone import build_aq_backbone
+from .meta_arch import AQFormer, build_aq_model
 
-__all__ = ["AQFormer"]
+__all__ = ["AQFormer", "build_aq_backbone", "build_aq_model"]

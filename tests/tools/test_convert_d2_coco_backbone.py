@@ -37,7 +37,7 @@ class _Model(nn.Module):
 
 def _fpn_pkl(path, tool, seed=0):
     """A detectron2 FPN model-zoo .pkl whose ResNet has random values; returns those values."""
-    backbone = tool.build_backbone(tool.build_config(tool.DEFAULT_CONFIG, SMALL))
+    backbone = tool.build_aq_backbone(tool.build_config(tool.DEFAULT_CONFIG, SMALL))
     gen = torch.Generator().manual_seed(seed)
     values = {k: torch.rand(v.shape, generator=gen) + 0.5 for k, v in backbone.state_dict().items()}
     model = {"backbone.bottom_up." + k: v.numpy() for k, v in values.items()}
@@ -56,7 +56,7 @@ def test_tool_output_loads_through_model_weights(tmp_path):
     assert set(saved["model"]) == {"backbone." + k for k in expected} and saved["matching_heuristics"] is False
     assert "fpn layout" in saved["__author__"]
 
-    model = _Model(tool.build_backbone(tool.build_config(tool.DEFAULT_CONFIG, SMALL)))
+    model = _Model(tool.build_aq_backbone(tool.build_config(tool.DEFAULT_CONFIG, SMALL)))
     head_before = model.head.weight.detach().clone()
     AQCheckpointer(model).load(out)
     for key, value in model.backbone.state_dict().items():

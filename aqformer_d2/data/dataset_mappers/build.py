@@ -1,6 +1,8 @@
 """Registry of AQFormer dataset mappers and the builder the trainer calls."""
 from detectron2.utils.registry import Registry
 
+from ...utils.registry import lookup
+
 __all__ = ["AQ_DATASET_MAPPER_REGISTRY", "build_aq_dataset_mapper"]
 
 AQ_DATASET_MAPPER_REGISTRY = Registry("AQ_DATASET_MAPPER")
@@ -13,4 +15,6 @@ docs/interfaces.md. A registered class is called as ``cls(cfg, is_train)``.
 def build_aq_dataset_mapper(cfg, is_train: bool):
     """Build the mapper named ``cfg.INPUT.DATASET_MAPPER_NAME`` (default "AVSClipMapper")."""
     name = cfg.INPUT.DATASET_MAPPER_NAME
-    return AQ_DATASET_MAPPER_REGISTRY.get(name)(cfg, is_train)
+    mapper_cls = lookup(AQ_DATASET_MAPPER_REGISTRY, name, config_key="INPUT.DATASET_MAPPER_NAME", what="dataset mapper",
+                        register_with="@AQ_DATASET_MAPPER_REGISTRY.register() (from aqformer_d2.data.dataset_mappers)")
+    return mapper_cls(cfg, is_train)

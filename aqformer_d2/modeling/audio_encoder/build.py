@@ -2,6 +2,8 @@
 from detectron2.utils.registry import Registry
 from torch import nn
 
+from ...utils.registry import lookup
+
 __all__ = ["AUDIO_ENCODER_REGISTRY", "build_audio_encoder"]
 
 AUDIO_ENCODER_REGISTRY = Registry("AQ_AUDIO_ENCODER")
@@ -14,4 +16,6 @@ Each registered object is called with ``obj(cfg)`` and must expose ``out_dim`` (
 def build_audio_encoder(cfg) -> nn.Module:
     """Build the audio encoder named by ``cfg.MODEL.AUDIO_ENCODER.NAME``."""
     name = cfg.MODEL.AUDIO_ENCODER.NAME
-    return AUDIO_ENCODER_REGISTRY.get(name)(cfg)
+    encoder = lookup(AUDIO_ENCODER_REGISTRY, name, config_key="MODEL.AUDIO_ENCODER.NAME", what="audio encoder",
+                     register_with="@AUDIO_ENCODER_REGISTRY.register() (from aqformer_d2.modeling.audio_encoder)")
+    return encoder(cfg)

@@ -15,10 +15,11 @@ from torch import nn
 from torch.nn import functional as F
 
 from detectron2.config import configurable
-from detectron2.modeling import META_ARCH_REGISTRY, Backbone, build_backbone
+from detectron2.modeling import META_ARCH_REGISTRY, Backbone
 from detectron2.structures import ImageList
 
 from ..audio_encoder.build import build_audio_encoder
+from ..backbone.build import build_aq_backbone
 from ..losses import AQFormerCriterion
 from ..pixel_decoder.build import build_aq_pixel_decoder
 from ..transformer_decoder.build import build_aq_transformer_decoder
@@ -108,7 +109,7 @@ class AQFormer(nn.Module):
 
     @classmethod
     def from_config(cls, cfg):
-        backbone = build_backbone(cfg)
+        backbone = build_aq_backbone(cfg)
         q = cfg.MODEL.AQFORMER
         return {
             "backbone": backbone,
