@@ -72,9 +72,9 @@ def model_files(args, task: str):
 
 def load_model(cfg, weights: str):
     import torch
-    from detectron2.modeling import build_model
+    from aqformer_d2.modeling import build_aq_model
 
-    model = build_model(cfg)
+    model = build_aq_model(cfg)
     state = torch.load(weights, map_location="cpu", weights_only=True)
     if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
         state = state["model"]  # a detectron2 checkpoint (model_final.pth)
