@@ -1,7 +1,7 @@
 """AQFormer modeling: importing this package registers the backbones, audio encoder, pixel decoder,
-transformer decoder and the "AQFormer" meta-architecture."""
+transformer decoders and the "AQFormer" and "AQFormerSemantic" meta-architectures."""
 from . import audio_encoder, backbone, pixel_decoder, transformer_decoder  # noqa: F401  (registration)
 from .backbone import tiny_convnet  # noqa: F401  (registration)
-from .meta_arch import AQFormer
+from .meta_arch import AQFormer, AQFormerSemantic
 
-__all__ = ["AQFormer"]
+__all__ = ["AQFormer", "AQFormerSemantic"]
