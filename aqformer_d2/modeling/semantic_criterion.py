@@ -34,6 +34,11 @@ __all__ = ["AQSemanticCriterion", "SIM_QUERIES", "object_features", "avsim_of_it
 SIM_QUERIES = ("matched", "frame_mean")
 
 
+def _loss_dtype(x: torch.Tensor) -> torch.dtype:
+    """Losses are computed in float32 at least (float16 logits under AMP), float64 in a float64 model."""
+    return torch.promote_types(x.dtype, torch.float32)
+
+
 def object_features(layer_feature: torch.Tensor, frame_index: torch.Tensor, soft_masks: torch.Tensor) -> torch.Tensor:
     """Eq. (8) per item: ``Z_i = Avg(M̂_frame(i) ⊙ Downsample(y_i))``.
 
@@ -106,9 +111,6 @@ class AQSemanticCriterion(nn.Module):
         self.sim_queries = sim_queries
         self.deep_supervision = bool(deep_supervision)
         self.ignore_value = int(ignore_value)
-        class_weights = torch.ones(num_classes + 1)
-        class_weights[-1] = no_object_weight
-        self.register_buffer("class_weights", class_weights, persistent=False)
 
     # ------------------------------------------------------------------ targets and matching
     def supervised_frames(self, sem_seg, mask_valid, frame_valid) -> torch.Tensor:
@@ -149,15 +151,17 @@ class AQSemanticCriterion(nn.Module):
             rows.append(torch.full_like(q, f))
             queries.append(q)
             tgt_masks.append(masks[j])
-        ce = F.cross_entropy(frame_logits.flatten(0, 1).float(), target_classes.flatten(),
-                             weight=self.class_weights.to(logits.device))
+        dtype = _loss_dtype(logits)
+        class_weights = torch.ones(self.num_classes + 1, dtype=dtype, device=logits.device)
+        class_weights[-1] = self.weights["no_object_weight"]  # in the loss's dtype (0.1 is not exact in float32)
+        ce = F.cross_entropy(frame_logits.flatten(0, 1).to(dtype), target_classes.flatten(), weight=class_weights)
         rows, queries = torch.cat(rows).to(logits.device), torch.cat(queries).to(logits.device)  # [M_all]
         if rows.numel() == 0:
             bce = dice = zero
         else:
             pred = out["pred_masks"][b_idx[rows], t_idx[rows], queries]  # [M_all, h, w]
             pred = F.interpolate(pred[:, None], size=pixel_valid.shape[-2:], mode="bilinear",
-                                 align_corners=False)[:, 0].flatten(1).float()  # [M_all, H*W]
+                                 align_corners=False)[:, 0].flatten(1).to(dtype)  # [M_all, H*W]
             target = torch.cat(tgt_masks).flatten(1).to(pred.dtype)  # [M_all, H*W]
             weight = pixel_valid[rows].flatten(1).to(pred.dtype)  # [M_all, H*W]
             per_pixel = F.binary_cross_entropy_with_logits(pred, target, reduction="none")
@@ -180,12 +184,13 @@ class AQSemanticCriterion(nn.Module):
             pairs = [(b, t, q) for (b, t), (qs, _) in zip(frames.tolist(), matches) for q in qs.tolist()]
             index = torch.tensor(pairs, dtype=torch.int64, device=pred_masks.device).reshape(-1, 3)
             b, t, q = index.unbind(1)
-            soft = pred_masks[b, t, q].float().sigmoid()  # [S, h, w]
+            soft = pred_masks[b, t, q].to(_loss_dtype(pred_masks)).sigmoid()  # [S, h, w]
             return b * frames_per_clip + t, b, soft, lambda queries: queries[b, t, q]
         b, t = frame_valid.nonzero(as_tuple=True)  # real frames
-        probs = outputs["pred_logits"].detach().float().softmax(-1)  # [B, T, N, K+1]
+        probs = outputs["pred_logits"].detach().to(_loss_dtype(pred_masks)).softmax(-1)  # [B, T, N, K+1]
         objectness = (1.0 - probs[..., 0] - probs[..., -1])[b, t]  # [S, N]: non-background, non-"no object"
-        soft = torch.einsum("sn,snhw->shw", objectness, pred_masks[b, t].float().sigmoid()).clamp(max=1.0)
+        soft = torch.einsum("sn,snhw->shw", objectness, pred_masks[b, t].to(probs.dtype).sigmoid())
+        soft = soft.clamp(max=1.0)  # [S, h, w]
         return b * frames_per_clip + t, b, soft, lambda queries: queries[b, t].mean(dim=1)
 
     def avsim(self, outputs, frames, matches, frame_valid) -> torch.Tensor:
