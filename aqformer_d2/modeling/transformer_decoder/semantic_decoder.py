@@ -41,35 +41,23 @@ class AudioQueriedSemanticDecoder(AudioQueriedTransformerDecoder):
     """
 
     @configurable
-    def __init__(
-        self,
-        *,
-        hidden_dim: int,
-        audio_dim: int,
-        num_frames: int,
-        num_stages: int,
-        nheads: int,
-        dim_feedforward: int,
-        num_classes: int,
-        num_queries: int,
-        query_conditioning: str = "add",
-        dropout: float = 0.0,
-        cross_attn_scope: str = "all",
-        mask_embed: str = "norm_mlp",
-    ):
+    def __init__(self, *, num_classes: int, num_queries: int, query_conditioning: str = "add", **kwargs):
         """
         Args:
-            hidden_dim, audio_dim, num_frames, num_stages, nheads, dim_feedforward, dropout, cross_attn_scope,
-                mask_embed: as :class:`AudioQueriedTransformerDecoder` (num_frames only enters its checks).
             num_classes: K, classes including background (AVSBench-semantic: 71).
             num_queries: N >= 1, queries per frame.
             query_conditioning: one of :data:`QUERY_CONDITIONINGS`.
+            kwargs: the arguments of :class:`AudioQueriedTransformerDecoder` (hidden_dim, audio_dim, num_frames,
+                num_stages, nheads, dim_feedforward, dropout, cross_attn_scope, mask_embed) except query_type,
+                which is "audio" (the parent's audio projection is the W of "add").
         """
-        super().__init__(
-            hidden_dim=hidden_dim, audio_dim=audio_dim, num_frames=num_frames, num_stages=num_stages, nheads=nheads,
-            dim_feedforward=dim_feedforward, dropout=dropout, query_type="audio", cross_attn_scope=cross_attn_scope,
-            mask_embed=mask_embed,
-        )
+        if kwargs.get("query_type", "audio") != "audio":
+            raise ValueError(
+                "AudioQueriedSemanticDecoder: MODEL.AQ_TRANSFORMER_DECODER.QUERY_TYPE must stay 'audio'; choose "
+                "the AVSS queries with MODEL.AQ_SEMANTIC.QUERY_CONDITIONING (e.g. 'vanilla')"
+            )
+        super().__init__(**dict(kwargs, query_type="audio"))
+        audio_dim, hidden_dim = self.audio_dim, self.hidden_dim
         if query_conditioning not in QUERY_CONDITIONINGS:
             raise ValueError(
                 f"AudioQueriedSemanticDecoder: QUERY_CONDITIONING must be one of {QUERY_CONDITIONINGS}, "
@@ -95,11 +83,6 @@ class AudioQueriedSemanticDecoder(AudioQueriedTransformerDecoder):
     @classmethod
     def from_config(cls, cfg):
         args = super().from_config(cfg)
-        if args.pop("query_type") != "audio":
-            raise ValueError(
-                "AudioQueriedSemanticDecoder: MODEL.AQ_TRANSFORMER_DECODER.QUERY_TYPE must stay 'audio'; choose "
-                "the AVSS queries with MODEL.AQ_SEMANTIC.QUERY_CONDITIONING (e.g. 'vanilla')"
-            )
         sem = cfg.MODEL.AQ_SEMANTIC
         args.update(
             num_classes=sem.NUM_CLASSES, num_queries=sem.NUM_QUERIES, query_conditioning=sem.QUERY_CONDITIONING
