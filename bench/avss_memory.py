@@ -108,6 +108,7 @@ def measure(args) -> dict:
     grads = sum(p.grad.numel() * p.grad.element_size() for p in model.parameters() if p.grad is not None)
     return {
         "config": args.config, "overrides": args.set, "frames": args.frames, "size": args.size, "bf16": args.bf16,
+        "saved_for_backward_bytes": sum(saved.values()),
         "saved_for_backward_GiB": round(sum(saved.values()) / 2**30, 3),
         "peak_rss_increase_GiB": round((peak - rss_before) / 2**30, 3),
         "gradients_GiB": round(grads / 2**30, 3),
