@@ -17,7 +17,7 @@ import torch
 from detectron2.config import configurable
 from torch import nn
 
-from .aq_transformer_decoder import NUM_DECODER_SCALES, AudioQueriedTransformerDecoder
+from .aq_transformer_decoder import AudioQueriedTransformerDecoder
 from .build import AQ_TRANSFORMER_DECODER_REGISTRY
 from .layers import predict_masks_of_layers
 
@@ -129,13 +129,8 @@ class AudioQueriedSemanticDecoder(AudioQueriedTransformerDecoder):
 
         memories = [self._flatten_scale(feat, level) for level, feat in enumerate(multi_scale_features)]
         queries = self.initial_queries(audio, batch).reshape(batch, frames * n, channels)  # [B, T*N, C]
-        all_queries, layer_features = [], []
-        for index, layer in enumerate(self.layers):
-            level = index % NUM_DECODER_SCALES  # round-robin, lowest resolution first
-            values, key_pos = memories[level]
-            queries = layer(queries, values, key_pos, queries_per_frame=n)  # eq. (3)-(5), [B, T*N, C]
-            all_queries.append(queries.view(batch, frames, n, channels))
-            layer_features.append(multi_scale_features[level])
+        all_queries, layer_features = self.run_layers(queries, memories, multi_scale_features, n)  # eq. (3)-(5)
+        all_queries = [q.view(batch, frames, n, channels) for q in all_queries]  # L x [B, T, N, C]
         layers = len(all_queries)
         # eq. (6) for every layer and query in one product: the L*N (layer, query) pairs are the columns
         embedded = torch.stack([self.mask_embed(q) for q in all_queries])  # [L, B, T, N, C]
