@@ -123,6 +123,33 @@ def add_aqformer_config(cfg: CN) -> None:
     # docs/paper_choices.md).
     cfg.MODEL.AQ_TRANSFORMER_DECODER.MASK_EMBED = "norm_mlp"
 
+    # ---------------------------------------------------------------- AVSS head (beyond the paper)
+    # Read by the "AQFormerSemantic" meta-architecture and the "AudioQueriedSemanticDecoder" only; see
+    # docs/paper_choices.md, "Beyond the paper: AVSS". Defaults: COMBO-AVS's AVSS settings (Mask2Former's).
+    cfg.MODEL.AQ_SEMANTIC = CN()
+    # K: classes including background (AVSBench-semantic: 71, background = 0); the class head has K + 1 outputs.
+    cfg.MODEL.AQ_SEMANTIC.NUM_CLASSES = 71
+    # N: queries per frame.
+    cfg.MODEL.AQ_SEMANTIC.NUM_QUERIES = 100
+    # How the N queries of frame t depend on its audio A_t: "add" (learned embedding + Linear(A_t)),
+    # "audio_only" (N separate linear maps of A_t), "vanilla" (learned embeddings only, no audio).
+    cfg.MODEL.AQ_SEMANTIC.QUERY_CONDITIONING = "add"
+    # Loss weights: cross-entropy over K + 1 classes, BCE and Dice of the matched masks, "no object" class weight.
+    cfg.MODEL.AQ_SEMANTIC.CLASS_WEIGHT = 2.0
+    cfg.MODEL.AQ_SEMANTIC.MASK_WEIGHT = 5.0
+    cfg.MODEL.AQ_SEMANTIC.DICE_WEIGHT = 5.0
+    cfg.MODEL.AQ_SEMANTIC.NO_OBJECT_WEIGHT = 0.1
+    # Hungarian matching costs per frame: class probability, mask BCE, mask Dice.
+    cfg.MODEL.AQ_SEMANTIC.COST_CLASS = 2.0
+    cfg.MODEL.AQ_SEMANTIC.COST_MASK = 5.0
+    cfg.MODEL.AQ_SEMANTIC.COST_DICE = 5.0
+    # Generalised AVSim loss, eq. (7)-(8): weight (0 = off) and its items, "matched" (the queries matched to a
+    # ground-truth class mask) or "frame_mean" (per real frame: the mean of its queries and its foreground).
+    cfg.MODEL.AQ_SEMANTIC.SIM_WEIGHT = 1.0
+    cfg.MODEL.AQ_SEMANTIC.SIM_QUERIES = "matched"
+    # Label of pixels without supervision (AVSBench-semantic's loaders: 255).
+    cfg.MODEL.AQ_SEMANTIC.IGNORE_VALUE = 255
+
     # ---------------------------------------------------------------- audio encoder, §3.1
     cfg.MODEL.AUDIO_ENCODER = CN()
     # Registered name in AUDIO_ENCODER_REGISTRY.

@@ -26,13 +26,48 @@ def test_there_are_configs_for_both_tasks_and_backbones():
         assert expected in names
 
 
+def _is_avss(path):
+    return os.path.basename(path).startswith("Base-AVSS") or "/avss/" in path or path.endswith("_avss.yaml")
+
+
 @pytest.mark.parametrize("path", CONFIGS, ids=[os.path.relpath(p, REPO) for p in CONFIGS])
 def test_config_loads(path):
     cfg = _cfg()
     cfg.merge_from_file(path)
-    assert cfg.MODEL.META_ARCHITECTURE == "AQFormer"
-    assert cfg.MODEL.AQFORMER.NUM_FRAMES == 5
+    if _is_avss(path):  # AVSBench-semantic: 10-frame clips (5-frame ones padded), the AVSS head
+        assert cfg.MODEL.META_ARCHITECTURE == "AQFormerSemantic"
+        assert cfg.MODEL.AQFORMER.TRANSFORMER_DECODER_NAME == "AudioQueriedSemanticDecoder"
+        assert cfg.MODEL.AQFORMER.NUM_FRAMES == 10
+        assert cfg.INPUT.DATASET_MAPPER_NAME == "AVSSClipMapper"
+    else:
+        assert cfg.MODEL.META_ARCHITECTURE == "AQFormer"
+        assert cfg.MODEL.AQFORMER.NUM_FRAMES == 5
     assert cfg.INPUT.FORMAT == "RGB"
+
+
+@pytest.mark.parametrize("backbone", ["R50", "PVTv2b5"])
+def test_avss_recipe_is_combo_avs(backbone):
+    """configs/avsbench/avss/: COMBO-AVS's published AVSS settings (sources named in Base-AVSS.yaml)."""
+    cfg = _cfg()
+    cfg.merge_from_file(os.path.join(REPO, "configs", "avsbench", "avss", f"aqformer_{backbone}.yaml"))
+    sem, solver = cfg.MODEL.AQ_SEMANTIC, cfg.SOLVER
+    assert (sem.NUM_CLASSES, sem.NUM_QUERIES, sem.NO_OBJECT_WEIGHT) == (71, 100, 0.1)
+    assert (sem.CLASS_WEIGHT, sem.MASK_WEIGHT, sem.DICE_WEIGHT) == (2.0, 5.0, 5.0)
+    assert (sem.COST_CLASS, sem.COST_MASK, sem.COST_DICE) == (2.0, 5.0, 5.0)
+    assert (solver.OPTIMIZER, solver.BASE_LR, solver.WEIGHT_DECAY, solver.MAX_ITER) == ("ADAMW", 1e-4, 0.05, 90000)
+    assert solver.IMS_PER_BATCH == 8 and solver.AMP.ENABLED and solver.BACKBONE_MULTIPLIER == 0.1
+    assert solver.CLIP_GRADIENTS.CLIP_TYPE == "full_model" and solver.CLIP_GRADIENTS.CLIP_VALUE == 0.01
+    assert 3 * cfg.MODEL.AQ_TRANSFORMER_DECODER.DEC_STAGES == 9
+    assert cfg.MODEL.AUDIO_ENCODER.FREEZE and cfg.INPUT.IMAGE_SIZE == 224
+    backbone_name = {"R50": "build_resnet_backbone", "PVTv2b5": "AQTimmBackbone"}[backbone]
+    assert cfg.MODEL.BACKBONE.NAME == backbone_name
+
+
+def test_synthavs_avss_config():
+    cfg = _cfg()
+    cfg.merge_from_file(os.path.join(REPO, "configs", "synthavs", "aqformer_tiny_avss.yaml"))
+    assert cfg.MODEL.AQ_SEMANTIC.NUM_CLASSES == 9  # 8 SynthAVS categories + background
+    assert cfg.DATASETS.TRAIN == ("synthavs_avss_train",) and cfg.DATASETS.TEST == ("synthavs_avss_test",)
 
 
 @pytest.mark.parametrize("task,lr,iters", [("s4", 1.25e-4, 20000), ("ms3", 5e-4, 2000)])

@@ -1,8 +1,8 @@
 """AQFormer modeling: importing this package registers the backbones, audio encoder, pixel decoder,
-transformer decoder and the "AQFormer" meta-architecture."""
+transformer decoders and the "AQFormer" and "AQFormerSemantic" meta-architectures."""
 from . import audio_encoder, backbone, pixel_decoder, transformer_decoder  # noqa: F401  (registration)
 from .backbone import tiny_convnet  # noqa: F401  (registration)
 from .backbone import build_aq_backbone
-from .meta_arch import AQFormer, build_aq_model
+from .meta_arch import AQFormer, AQFormerSemantic, build_aq_model
 
-__all__ = ["AQFormer", "build_aq_backbone", "build_aq_model"]
+__all__ = ["AQFormer", "AQFormerSemantic", "build_aq_backbone", "build_aq_model"]

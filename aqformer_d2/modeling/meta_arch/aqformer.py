@@ -116,20 +116,26 @@ class AQFormer(nn.Module):
             "audio_encoder": build_audio_encoder(cfg),
             "pixel_decoder": build_aq_pixel_decoder(cfg, backbone.output_shape()),
             "predictor": build_aq_transformer_decoder(cfg),
-            "criterion": AQFormerCriterion(
-                bce_weight=q.BCE_WEIGHT,
-                dice_weight=q.DICE_WEIGHT,
-                sim_weight=q.SIM_WEIGHT,
-                deep_supervision=q.DEEP_SUPERVISION,
-                sim_reduction=q.SIM_REDUCTION,
-                sim_detach_mask=q.SIM_DETACH_MASK,
-            ),
+            "criterion": cls.build_criterion(cfg),
             "num_frames": q.NUM_FRAMES,
             "pixel_mean": cfg.MODEL.PIXEL_MEAN,
             "pixel_std": cfg.MODEL.PIXEL_STD,
             "size_divisibility": cfg.MODEL.AQFORMER.SIZE_DIVISIBILITY,
             "memory_format": resolve_memory_format(cfg),
         }
+
+    @classmethod
+    def build_criterion(cls, cfg) -> nn.Module:
+        """The loss module of eq. (7), (8), (13), (14) (a subclass for another task builds its own)."""
+        q = cfg.MODEL.AQFORMER
+        return AQFormerCriterion(
+            bce_weight=q.BCE_WEIGHT,
+            dice_weight=q.DICE_WEIGHT,
+            sim_weight=q.SIM_WEIGHT,
+            deep_supervision=q.DEEP_SUPERVISION,
+            sim_reduction=q.SIM_REDUCTION,
+            sim_detach_mask=q.SIM_DETACH_MASK,
+        )
 
     @property
     def device(self) -> torch.device:
@@ -222,8 +228,16 @@ class AQFormer(nn.Module):
         outputs = self.decode(images.tensor, audio["pixel"], abti_audio=abti_audio, query_audio=audio["query"])
 
         if self.training:
-            targets = self.prepare_targets(batched_inputs, images.tensor.shape[-2:])
-            return self.criterion(outputs, targets["masks"], targets["mask_valid"])
+            return self.losses(outputs, images, batched_inputs)
+        return self.inference(outputs, images, batched_inputs)
+
+    def losses(self, outputs: Dict, images: ImageList, batched_inputs: List[Dict]) -> Dict[str, torch.Tensor]:
+        """Training: the criterion on the decoder outputs and the clips' padded ground truth."""
+        targets = self.prepare_targets(batched_inputs, images.tensor.shape[-2:])
+        return self.criterion(outputs, targets["masks"], targets["mask_valid"])
+
+    def inference(self, outputs: Dict, images: ImageList, batched_inputs: List[Dict]) -> List[Dict]:
+        """Inference: one output dict per clip (:meth:`postprocess`)."""
         return self.postprocess(outputs["pred_masks"], images, batched_inputs)
 
     def decode(self, frames: torch.Tensor, audio: torch.Tensor, *, abti_audio: Optional[torch.Tensor] = None,

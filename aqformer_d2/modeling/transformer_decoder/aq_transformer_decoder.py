@@ -200,6 +200,28 @@ class AudioQueriedTransformerDecoder(nn.Module):
         pos = self.pe_layer(feat[:1]).flatten(2).transpose(1, 2)  # [1, C, H, W] -> [1, HW, C]
         return memory, pos
 
+    def run_layers(self, queries: torch.Tensor, memories: List[Tuple[torch.Tensor, torch.Tensor]],
+                   multi_scale_features: List[torch.Tensor], queries_per_frame: int = 1):
+        """Eq. (3)-(5) through the L layers, round-robin over the scales (lowest resolution first).
+
+        Args:
+            queries: A^0, [B, T*N, C_f] (N = queries_per_frame; N = 1 in the paper).
+            memories: per scale, :meth:`_flatten_scale`'s (memory [B*T, HW, C], key position [1, HW, C]).
+            multi_scale_features: the 3 scales [B*T, C_f, H_l, W_l] the memories come from.
+            queries_per_frame: N.
+
+        Returns:
+            (L tensors A^1..A^L [B, T*N, C_f], L tensors M̂^l [B*T, C_f, H_l, W_l]: the scale layer l attended to).
+        """
+        all_queries, layer_features = [], []
+        for index, layer in enumerate(self.layers):
+            level = index % NUM_DECODER_SCALES  # round-robin, lowest resolution first
+            values, key_pos = memories[level]
+            queries = layer(queries, values, key_pos, queries_per_frame)  # A^{l-1} -> A^l, [B, T*N, C_f]
+            all_queries.append(queries)
+            layer_features.append(multi_scale_features[level])
+        return all_queries, layer_features
+
     # ------------------------------------------------------------------ forward
     def forward(
         self,
@@ -225,13 +247,7 @@ class AudioQueriedTransformerDecoder(nn.Module):
 
         memories = [self._flatten_scale(feat, level) for level, feat in enumerate(multi_scale_features)]
         queries = self.initial_queries(audio, batch)  # A^0, [B, T, C_f]
-        all_queries, layer_features = [], []
-        for index, layer in enumerate(self.layers):
-            level = index % NUM_DECODER_SCALES  # round-robin, lowest resolution first
-            values, key_pos = memories[level]
-            queries = layer(queries, values, key_pos)  # A^{l-1} -> A^l, [B, T, C_f]
-            all_queries.append(queries)
-            layer_features.append(multi_scale_features[level])
+        all_queries, layer_features = self.run_layers(queries, memories, multi_scale_features)
         # eq. (6) for every layer in one product (the masks are outputs only: no layer attends with them)
         embedded = torch.stack([self.mask_embed(q) for q in all_queries])  # [L, B, T, C_f]
         all_masks = predict_masks_of_layers(mask_features, embedded)  # [L, B, T, H4, W4]

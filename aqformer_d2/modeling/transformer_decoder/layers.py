@@ -46,11 +46,12 @@ def _reset_attention_parameters(module: nn.Module) -> None:
 class CrossAttentionLayer(nn.Module):
     """Eq. (3): ``X^l = LN(MHCA(A^{l-1}, M̂^l)) + A^{l-1}`` (LayerNorm on the branch, as printed).
 
-    Queries are the T per-frame queries of a clip; keys/values are the pixels of one decoder scale.
-    With scope "all" query t of clip b attends over the T * H_l * W_l pixels of every frame of clip b;
-    with scope "own" it attends over the H_l * W_l pixels of frame t only (Audio Query†). The scope is
-    implemented by reshaping (no attention mask): "all" groups the frames of a clip into one key
-    sequence, "own" makes every frame its own attention batch with a single query.
+    Queries are the per-frame queries of a clip, Q = 1 per frame in the paper (N per frame in the AVSS
+    head, frame-major: query index t * N + n); keys/values are the pixels of one decoder scale.
+    With scope "all" a query of frame t of clip b attends over the T * H_l * W_l pixels of every frame of
+    clip b; with scope "own" it attends over the H_l * W_l pixels of frame t only (Audio Query†). The scope
+    is implemented by reshaping (no attention mask): "all" groups the frames of a clip into one key
+    sequence, "own" makes every frame its own attention batch with its N queries.
 
     Positional information (sine + level embedding) is added to the keys only; the values are the raw
     visual features M̂^l. No positional embedding is added to the queries (eq. 3 has none; see
@@ -74,18 +75,27 @@ class CrossAttentionLayer(nn.Module):
         self.dropout = nn.Dropout(dropout)
         _reset_attention_parameters(self.attn)
 
-    def forward(self, queries: torch.Tensor, memory: torch.Tensor, memory_pos: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, queries: torch.Tensor, memory: torch.Tensor, memory_pos: torch.Tensor, queries_per_frame: int = 1
+    ) -> torch.Tensor:
         """
         Args:
-            queries: A^{l-1}, [B, T, C].
+            queries: A^{l-1}, [B, T*N, C] (N = queries_per_frame; [B, T, C] for the paper's N = 1).
             memory: M̂^l flattened per frame, [B*T, HW, C] (the values).
             memory_pos: positional + level embedding of the keys, broadcastable to memory
                 ([1, HW, C] or [B*T, HW, C]).
+            queries_per_frame: N >= 1.
 
         Returns:
-            X^l, [B, T, C].
+            X^l, [B, T*N, C].
         """
-        batch, frames, channels = queries.shape
+        batch, num_queries, channels = queries.shape
+        if queries_per_frame < 1 or num_queries % queries_per_frame != 0:
+            raise ValueError(
+                f"CrossAttentionLayer: {num_queries} queries per clip are not a multiple of "
+                f"queries_per_frame={queries_per_frame}"
+            )
+        frames = num_queries // queries_per_frame
         if memory.dim() != 3 or memory.shape[0] != batch * frames or memory.shape[2] != channels:
             raise ValueError(
                 f"CrossAttentionLayer: memory must be [B*T={batch * frames}, HW, C={channels}], "
@@ -97,18 +107,19 @@ class CrossAttentionLayer(nn.Module):
             # [B*T, HW, C] -> [B, T*HW, C]: one key sequence per clip (frame-major inside the clip)
             keys = keys.reshape(batch, frames * pixels, channels)
             values = memory.reshape(batch, frames * pixels, channels)
-            attn_queries = queries  # [B, T, C]
+            attn_queries = queries  # [B, T*N, C]
         else:
-            # each frame is an attention batch of its own: one query [B*T, 1, C] against [B*T, HW, C]
+            # each frame is an attention batch of its own: its N queries [B*T, N, C] against [B*T, HW, C]
             values = memory
-            attn_queries = queries.reshape(batch * frames, 1, channels)
-        out = multihead_attention(self.attn, attn_queries, keys, values)  # [B, T, C] or [B*T, 1, C]
-        out = out.reshape(batch, frames, channels)  # "own": [B*T, 1, C] -> [B, T, C]
+            attn_queries = queries.reshape(batch * frames, queries_per_frame, channels)
+        out = multihead_attention(self.attn, attn_queries, keys, values)  # [B, T*N, C] or [B*T, N, C]
+        out = out.reshape(batch, num_queries, channels)  # "own": [B*T, N, C] -> [B, T*N, C]
         return queries + self.norm(self.dropout(out))
 
 
 class SelfAttentionLayer(nn.Module):
-    """Eq. (4): ``X̄^l = LN(MHSA(X^l)) + X^l`` among the T queries of each clip (no positional embedding).
+    """Eq. (4): ``X̄^l = LN(MHSA(X^l)) + X^l`` among all queries of each clip (the T of the paper; the T*N of
+    the AVSS head, across frames as in the paper), no positional embedding.
 
     Args:
         d_model: C_f.
@@ -125,7 +136,7 @@ class SelfAttentionLayer(nn.Module):
         _reset_attention_parameters(self.attn)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x: X^l, [B, T, C] -> X̄^l, [B, T, C]."""
+        """x: X^l, [B, Q, C] -> X̄^l, [B, Q, C] (Q = T, or T*N)."""
         out = self.attn(x, x, x, need_weights=False)[0]
         return x + self.norm(self.dropout(out))
 
@@ -149,9 +160,12 @@ class AQDecoderLayer(nn.Module):
         self.self_attn = SelfAttentionLayer(d_model, nhead, dropout=dropout)
         self.ffn = FFNLayer(d_model, dim_feedforward, dropout=dropout, activation="relu", norm_position="branch")
 
-    def forward(self, queries: torch.Tensor, memory: torch.Tensor, memory_pos: torch.Tensor) -> torch.Tensor:
-        """queries A^{l-1} [B, T, C]; memory [B*T, HW, C]; memory_pos broadcastable to memory -> A^l [B, T, C]."""
-        x = self.cross_attn(queries, memory, memory_pos)  # eq. (3)
+    def forward(
+        self, queries: torch.Tensor, memory: torch.Tensor, memory_pos: torch.Tensor, queries_per_frame: int = 1
+    ) -> torch.Tensor:
+        """queries A^{l-1} [B, T*N, C] (N = queries_per_frame, 1 in the paper); memory [B*T, HW, C]; memory_pos
+        broadcastable to memory -> A^l [B, T*N, C]."""
+        x = self.cross_attn(queries, memory, memory_pos, queries_per_frame)  # eq. (3)
         x = self.self_attn(x)  # eq. (4)
         return self.ffn(x)  # eq. (5)
 
