@@ -38,7 +38,12 @@ from typing import Callable, List, Sequence, Tuple
 
 import torch
 
-from .deform_sampling import accumulate_in_place, accumulate_with_autograd, gather_rows_and_weight, grid_sample_and_weight
+from .deform_sampling import (
+    accumulate_in_place,
+    accumulate_with_autograd,
+    gather_rows_and_weight,
+    grid_sample_and_weight,
+)
 
 __all__ = ["VARIANTS", "Variant", "check_ms_deform_attn_inputs", "check_spatial_shapes", "ms_deform_attn",
            "ms_deform_attn_variant"]
