@@ -133,6 +133,8 @@ def test_dispatch_table(monkeypatch):
     assert ms_deform_attn_variant(*_inputs_on("cpu")) == "grid_in_place"  # tracing
 
 
+@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")  # the shape checks become constants, as intended
+@pytest.mark.filterwarnings("ignore::FutureWarning")  # torch.jit.trace is deprecated; the ONNX exporter uses it
 def test_a_trace_records_grid_sample_not_the_row_gather():
     """What ONNX export sees: torch.jit.trace of the operator (the exporter traces the same way) records
     grid_sampler and no embedding_bag, and the traced graph reproduces the operator."""
