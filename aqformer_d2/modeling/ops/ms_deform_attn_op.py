@@ -192,7 +192,7 @@ def ms_deform_attn(
         attention_weights: [N, Lq, M, L, P] weights (normally softmaxed jointly over L x P).
 
     Returns:
-        [N, Lq, M * D].
+        [N, Lq, M * D] (from the grid variants a transposed view of [N, M * D, Lq] storage).
 
     Any strides are accepted. The grid variants read the weights fastest when they are a view of
     [N, M, L, P, Lq] storage (what :class:`~aqformer_d2.modeling.pixel_decoder.MSDeformAttn` passes).
