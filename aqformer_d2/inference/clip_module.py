@@ -52,6 +52,9 @@ class ClipSegmentationModule(nn.Module):
         height, width: frame size H, W the module is fixed to.
     """
 
+    # Whether tools/export_onnx.py can trace this head (its graph has one output "probs" [T, H, W]).
+    onnx_exportable = True
+
     def __init__(self, model: nn.Module, num_frames: int, height: int, width: int):
         super().__init__()
         if num_frames != model.num_frames:

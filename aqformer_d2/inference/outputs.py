@@ -118,7 +118,7 @@ class ClassScores(ClipOutput):
         if names is None or colors is None:
             raise ValueError(
                 f"{dataset}: the AVSS model needs class names and colours (MetadataCatalog 'stuff_classes' / "
-                f"'stuff_colors'); give the class names with a label2idx.json"
+                f"'stuff_colors'); give the class names with the dataset's label2idx.json (demo/demo.py --label2idx FILE)"
             )
         if len(names) != self.num_classes or len(colors) < self.num_classes:
             raise ValueError(
