@@ -64,8 +64,16 @@ def make_clips(torch, valid):
 
 
 def op_record(torch):
-    """A TorchDispatchMode that records (op name, [(shape, stride, dtype) of each tensor argument])."""
+    """A TorchDispatchMode that records (op name, [(shape, stride, dtype) of each tensor argument]).
+
+    The once-per-process probe of oneDNN's linear op (aqformer_d2.modeling.ops) runs first, outside the
+    recording: otherwise a trace would hold the probe's ops or not depending on whether a model ran earlier in
+    the same process."""
     from torch.utils._python_dispatch import TorchDispatchMode
+
+    from aqformer_d2.modeling.ops.linear_op import onednn_linear_available
+
+    onednn_linear_available()
 
     class Recorder(TorchDispatchMode):
         def __init__(self):
