@@ -61,6 +61,10 @@ def test_avss_recipe_is_combo_avs(backbone):
     assert cfg.MODEL.AUDIO_ENCODER.FREEZE and cfg.INPUT.IMAGE_SIZE == 224
     backbone_name = {"R50": "build_resnet_backbone", "PVTv2b5": "AQTimmBackbone"}[backbone]
     assert cfg.MODEL.BACKBONE.NAME == backbone_name
+    # what the authors' release needs as it is: audio.wav only (no log-mel files), the avss_* datasets
+    assert cfg.INPUT.AUDIO.SOURCE == "wav" and cfg.INPUT.DATASET_MAPPER_NAME == "AVSSClipMapper"
+    assert cfg.DATASETS.TRAIN == ("avss_train",) and cfg.DATASETS.TEST == ("avss_val",)
+    assert cfg.INPUT.AVSS.PAD_FRAMES == cfg.MODEL.AQFORMER.NUM_FRAMES == 10 and cfg.TEST.AVSS_PROTOCOL == "official"
 
 
 def test_synthavs_avss_config():

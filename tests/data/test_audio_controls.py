@@ -36,6 +36,26 @@ def test_swap_audio_moves_only_audio_paths():
     assert dicts[0]["audio_logmel_file"] == "a0.pkl"  # input not modified
 
 
+def test_swap_audio_keeps_clip_lengths_and_s4_ms3_permutation():
+    """AVSS mixes 5- and 10-frame clips: each clip's donor has as many frames (its audio has one example per
+    frame); datasets of one length (S4 / MS3, or dicts without num_frames) keep derangement(n, seed)."""
+    lengths = [5, 10, 5, 10, 10, 5, 5]
+    dicts = [{"video_id": f"v{i}", "audio_logmel_file": f"a{i}.pkl", "audio_wav_file": f"a{i}.wav",
+              "num_frames": n} for i, n in enumerate(lengths)]
+    swapped = swap_audio(dicts, seed=4)
+    donors = [int(d["audio_from_video_id"][1:]) for d in swapped]
+    assert sorted(donors) == list(range(len(lengths)))
+    assert all(j != i and lengths[j] == lengths[i] for i, j in enumerate(donors))
+    for with_len in (True, False):
+        same = [{k: v for k, v in d.items() if with_len or k != "num_frames"} for d in dicts[:5]]
+        for d in same:
+            d["num_frames"] = 5 if with_len else d.get("num_frames")
+        got = [int(d["audio_from_video_id"][1:]) for d in swap_audio(same, seed=4)]
+        assert got == derangement(5, 4).tolist()
+    with pytest.raises(ValueError, match="num_frames=10"):
+        swap_audio(dicts[:3], seed=0)  # one 10-frame clip cannot be swapped
+
+
 @pytest.fixture(scope="module")
 def tiny_synth(tmp_path_factory):
     root = tmp_path_factory.mktemp("synth")

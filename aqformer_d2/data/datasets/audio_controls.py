@@ -53,18 +53,35 @@ def _check_pathways(pathways: Optional[Sequence[str]]) -> Optional[Tuple[str, ..
     return tuple(p for p in AUDIO_PATHWAYS if p in pathways)
 
 
+def _derangement_by_length(dataset_dicts: List[dict], seed: int) -> np.ndarray:
+    """A derangement of the clips that maps every clip to one with the same "num_frames": a donor's audio
+    has one example per frame of its own clip, so a 5-frame clip cannot take a 10-frame clip's audio (AVSS
+    mixes both). Each group of equal length is deranged with ``seed`` (:func:`derangement`); dicts without
+    "num_frames" form one group, so S4 / MS3 datasets get ``derangement(n, seed)`` itself."""
+    lengths = [d.get("num_frames") for d in dataset_dicts]
+    perm = np.empty(len(dataset_dicts), dtype=np.int64)
+    for length in dict.fromkeys(lengths):
+        members = np.array([i for i, n in enumerate(lengths) if n == length], dtype=np.int64)
+        if len(members) < 2:
+            raise ValueError(f"swap_audio: only {len(members)} clip(s) with num_frames={length}; "
+                             "a swapped-audio control needs at least 2 clips of each length")
+        perm[members] = members[derangement(len(members), seed)]
+    return perm
+
+
 def swap_audio(dataset_dicts: List[dict], seed: int = 0, pathways: Optional[Sequence[str]] = None) -> List[dict]:
     """Copies of ``dataset_dicts`` whose audio comes from another clip (see module doc).
 
     Args:
         dataset_dicts: registered dataset dicts with "audio_logmel_file" / "audio_wav_file".
-        seed: seed of the derangement (clip i gets the audio of clip perm(i) != i).
+        seed: seed of the derangement (clip i gets the audio of clip perm(i) != i, a clip with as many
+            frames as clip i).
         pathways: None: the audio files themselves are replaced (every pathway hears the donor). A subset of
             :data:`AUDIO_PATHWAYS`: the clip keeps its audio and "pathway_audio_files" maps each named pathway
             to the donor's audio files.
     """
     pathways = _check_pathways(pathways)
-    perm = derangement(len(dataset_dicts), seed)
+    perm = _derangement_by_length(dataset_dicts, seed)
     out = []
     for i, d in enumerate(dataset_dicts):
         new = copy.deepcopy(d)

@@ -83,6 +83,21 @@ class AQFormerSemantic(AQFormer):
             ignore_value=sem.IGNORE_VALUE,
         )
 
+    def encode_audio(self, batched_inputs: List[Dict], key: str = "audio") -> torch.Tensor:
+        """Audio features A [B, T, C_a] of :meth:`AQFormer.encode_audio`, times ``frame_valid`` [B, T]: the
+        feature of a padded frame is zero in every pathway, as the official AVSS scripts multiply the VGGish
+        feature by ``vid_temporal_mask_flag`` (zero log-mel alone gives the encoder's response to silence,
+        not zero). Clips without "frame_valid" count all frames as real."""
+        feats = super().encode_audio(batched_inputs, key)  # [B, T, C_a]
+        real = torch.stack([
+            clip["frame_valid"].bool() if "frame_valid" in clip else torch.ones(feats.shape[1], dtype=torch.bool)
+            for clip in batched_inputs
+        ]).to(feats.device)  # [B, T]
+        if real.shape != feats.shape[:2]:
+            raise ValueError(f"AQFormerSemantic: frame_valid {tuple(real.shape)} does not match the audio's "
+                             f"[B, T] = {tuple(feats.shape[:2])}")
+        return feats * real[..., None].to(feats.dtype)  # [B, T, C_a]
+
     # ------------------------------------------------------------------ training
     def prepare_targets(self, batched_inputs: List[Dict], padded_hw) -> Dict[str, torch.Tensor]:
         """Labels padded like the frames (with the ignore value): sem_seg int64 [B, T, Hp, Wp], mask_valid and

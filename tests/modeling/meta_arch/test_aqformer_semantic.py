@@ -187,3 +187,29 @@ def test_a_few_steps_reduce_the_loss_on_one_clip():
     # measured (this machine, seed 3): 71.9 -> 30.4 in 12 steps; the matching can change between steps, so
     # only the end is compared with the start, with a wide margin
     assert min(totals[-3:]) < 0.7 * totals[0], totals
+
+
+def test_padded_frames_audio_feature_is_zero():
+    """The official AVSS scripts multiply the audio FEATURE by vid_temporal_mask_flag: A_t = 0 for a padded
+    frame whatever its log-mel, so the outputs do not depend on the padded frames' audio input; a real
+    frame's audio still changes them (teeth: without the multiplication the encoder's response to the padded
+    log-mel enters every frame through eq. 1-2, ABTI and the queries)."""
+    model, _ = _build(frames=4)
+    model.eval()
+    g = torch.Generator().manual_seed(3)
+    clip = avss_clip(g, frames=4, real=2)
+    noisy = dict(clip, audio=clip["audio"].clone())
+    noisy["audio"][2:] = torch.randn(2, 1, 96, 64, generator=g)  # padded frames' log-mel no longer zero
+    with torch.no_grad():
+        feats = model.encode_audio([noisy])  # [1, T, C_a]
+        assert (feats[0, 2:] == 0).all() and (feats[0, :2] != 0).any()
+        base, again = model([clip])[0]["sem_seg"], model([noisy])[0]["sem_seg"]
+        other = dict(clip, audio=clip["audio"].clone())
+        other["audio"][:2] = torch.randn(2, 1, 96, 64, generator=g)  # a real frame's audio changed
+        changed = model([other])[0]["sem_seg"]
+    torch.testing.assert_close(again, base, rtol=0, atol=0)
+    assert (changed - base).abs().max() > 1e-4
+    # a clip without "frame_valid" counts every frame as real
+    bare = {k: v for k, v in noisy.items() if k != "frame_valid"}
+    with torch.no_grad():
+        assert (model.encode_audio([bare])[0, 2:] != 0).any()

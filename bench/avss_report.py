@@ -1,0 +1,209 @@
+"""The AVSS rows of bench.synthavs_benchmark: figures from the evaluator's results, the goals, the per-class
+table, the per-class chart and class-coloured overlays of a trained model.
+
+    .venv/bin/python -m bench.avss_report RECORD.json [--chart PNG] [--weights model_final.pth --overlays PNG]
+
+``RECORD.json`` is what ``bench.synthavs_benchmark --tasks avss`` writes. ``--chart``: per-class IoU (official
+protocol) of every AVSS row, one bar group per class, with the frames each class appears in. ``--overlays``:
+test clips of SynthAVS-semantic with ground truth and the model's prediction coloured by class (the dataset
+palette, "stuff_colors"), with a legend of class names; the config is the record's full-model run
+(``OUTPUT_DIR/config.yaml``) unless ``--config`` names one.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from typing import Dict, List, Sequence
+
+import numpy as np
+
+# The goals of the AVSS benchmark (official mIoU, background included).
+GOAL_FULL_MIOU = 0.60
+GOAL_SWAP_DROP = 0.25
+GOAL_BLIND_DROP = 0.20
+GOAL_MINUTES_AVX512 = 30.0
+PROTOCOL_KEY = "avss_official"
+
+
+def avss_row(results: Dict) -> Dict:
+    """The figures of one evaluation ``{"avss_official": {...}}`` (AVSSEvaluator): mIoU, Fscore (all K classes,
+    background included), mIoU_noBg, Fscore_noBg, frame counts and ``per_class`` {name: {IoU, F, frames}}."""
+    if set(results) != {PROTOCOL_KEY}:
+        raise ValueError(f"avss_row: expected the official protocol's results {{{PROTOCOL_KEY!r}: ...}}, got "
+                         f"{sorted(results)} (set TEST.AVSS_PROTOCOL official)")
+    res = results[PROTOCOL_KEY]
+    names = [k[len("IoU-"):] for k in res if k.startswith("IoU-")]
+    return {
+        "protocol": "official",
+        **{k: float(res[k]) for k in ("mIoU", "Fscore", "mIoU_noBg", "Fscore_noBg")},
+        **{k: int(res[k]) for k in ("num_clips", "num_frames", "num_padded_frames")},
+        "per_class": {n: {"IoU": float(res[f"IoU-{n}"]), "F": float(res[f"F-{n}"]), "frames": int(res[f"frames-{n}"])}
+                      for n in names},
+    }
+
+
+def _short(variant: str) -> str:
+    return variant.split(" ")[0]
+
+
+def per_class_table(rows: Sequence[Dict]) -> List[str]:
+    """Markdown: one line per class (frames with the class in the ground truth, IoU of each row), then the
+    means (mIoU with and without background) and F."""
+    names = list(rows[0]["per_class"])
+    head = "| class | frames | " + " | ".join(f"IoU {_short(r['variant'])}" for r in rows) + " |"
+    lines = [head, "|---|---:|" + "---:|" * len(rows)]
+    for n in names:
+        lines.append(f"| {n} | {rows[0]['per_class'][n]['frames']} | "
+                     + " | ".join(f"{r['per_class'][n]['IoU']:.3f}" for r in rows) + " |")
+    for key, label in (("mIoU", "**mIoU (background included)**"), ("mIoU_noBg", "mIoU without background"),
+                       ("Fscore", "F (background included)")):
+        lines.append(f"| {label} | | " + " | ".join(f"{r[key]:.3f}" for r in rows) + " |")
+    return lines
+
+
+def avss_goal_lines(rows: Sequence[Dict], total_minutes: float, isa: str) -> List[str]:
+    """One line per goal: the measured figure, the goal and met / not met (a goal whose row is missing is
+    said to be not measured)."""
+    by = {_short(r["variant"]): r for r in rows}
+    lines = []
+    full = by.get("full")
+    if full is None:
+        return ["goals: not measured (no full-model row)"]
+    ok = full["mIoU"] >= GOAL_FULL_MIOU
+    lines.append(f"goal full mIoU >= {GOAL_FULL_MIOU}: {full['mIoU']:.3f} -> {'met' if ok else 'NOT met'}")
+    for name, goal in (("swap", GOAL_SWAP_DROP), ("blind", GOAL_BLIND_DROP)):
+        if name not in by:
+            lines.append(f"goal {name} >= {goal} below the full model: not measured")
+            continue
+        drop = full["mIoU"] - by[name]["mIoU"]
+        lines.append(f"goal {name} >= {goal} below the full model: {by[name]['mIoU']:.3f}, {drop:.3f} below -> "
+                     f"{'met' if drop >= goal else 'NOT met'}")
+    when = "met" if total_minutes <= GOAL_MINUTES_AVX512 else "NOT met"
+    if isa != "AVX-512":
+        when = f"not measurable here ({isa} machine; the goal is for AVX-512, expect about 4x longer on AVX2)"
+    lines.append(f"goal whole command <= {GOAL_MINUTES_AVX512:g} min on 2 AVX-512 cores: {total_minutes} min on "
+                 f"{isa} -> {when}")
+    return lines
+
+
+def plot_per_class(rows: Sequence[Dict], path: str, title: str) -> None:
+    """Bar chart of the per-class IoU of each row (PNG at ``path``)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(rows[0]["per_class"])
+    x = np.arange(len(names))
+    width = 0.8 / len(rows)
+    fig, ax = plt.subplots(figsize=(1.0 + 0.9 * len(names), 3.6))
+    for i, r in enumerate(rows):
+        vals = [r["per_class"][n]["IoU"] for n in names]
+        ax.bar(x + (i - (len(rows) - 1) / 2) * width, vals, width,
+               label=f"{_short(r['variant'])} (mIoU {r['mIoU']:.3f})")
+    ax.set_xticks(x, [f"{n}\n{rows[0]['per_class'][n]['frames']} fr." for n in names], fontsize=8)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("IoU (official protocol)")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=8, loc="upper right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def class_overlay(frame: np.ndarray, classes: np.ndarray, colors: Sequence, alpha: float = 0.55) -> np.ndarray:
+    """``frame`` uint8 [H, W, 3] with every pixel of class k >= 1 in ``classes`` int [H, W] blended with
+    ``colors[k]`` (background, class 0, left as it is)."""
+    from aqformer_d2.utils.visualize import overlay_mask
+
+    out = frame
+    for k in np.unique(classes):
+        if k > 0:
+            out = overlay_mask(out, classes == k, tuple(int(c) for c in colors[k]), alpha)
+    return out
+
+
+def overlay_figure(cfg, weights: str, path: str, clips: int = 3, cell: int = 112) -> None:
+    """Ground truth and prediction of the first test clip of each subset (up to ``clips``), coloured by class,
+    with a legend of class names (PNG at ``path``)."""
+    import torch
+    from PIL import Image, ImageDraw
+
+    from aqformer_d2.checkpoint import AQCheckpointer
+    from aqformer_d2.data import build_aq_dataset_mapper
+    from aqformer_d2.data.datasets.register_avss import avss_palette, read_avss_label
+    from aqformer_d2.engine import AQFormerTrainer
+    from detectron2.data import DatasetCatalog, MetadataCatalog
+
+    name = cfg.DATASETS.TEST[0]
+    meta = MetadataCatalog.get(name)
+    dicts = DatasetCatalog.get(name)
+    picked = [next(d for d in dicts if d["subset"] == s) for s in ("v1s", "v1m", "v2")][:clips]
+    model = AQFormerTrainer.build_model(cfg)
+    AQCheckpointer(model).load(weights)
+    model.eval()
+    mapper = build_aq_dataset_mapper(cfg, is_train=False)
+    classes, colors = list(meta.stuff_classes), np.asarray(meta.stuff_colors)
+    palette = avss_palette(len(classes))
+    frames = max(d["num_frames"] for d in picked)
+    label_h, legend_h = 14, 22
+    canvas = Image.new("RGB", (frames * cell, len(picked) * 2 * (cell + label_h) + legend_h), (255, 255, 255))
+    draw = ImageDraw.Draw(canvas)
+    for c, d in enumerate(picked):
+        clip = mapper(d)
+        with torch.no_grad():
+            pred = model([clip])[0]["sem_seg"].argmax(1).numpy()  # [T, height, width]
+        for r, label in enumerate(("ground truth", "prediction")):
+            top = (2 * c + r) * (cell + label_h)
+            draw.text((2, top + 1), f"{d['subset']}/{d['video_id']}: {label}", fill=(0, 0, 0))
+            for t in range(d["num_frames"]):
+                frame = np.asarray(Image.open(d["frame_files"][t]).convert("RGB"))
+                if r == 0:
+                    lab = d["label_files"][t]
+                    cls = read_avss_label(lab, palette) if lab is not None else np.zeros(frame.shape[:2], np.int64)
+                else:
+                    cls = pred[t]
+                tile = Image.fromarray(class_overlay(frame, cls, colors)).resize((cell, cell), Image.NEAREST)
+                canvas.paste(tile, (t * cell, top + label_h))
+    x, y = 4, canvas.height - legend_h + 4
+    for k, n in enumerate(classes[1:], start=1):
+        draw.rectangle([x, y, x + 12, y + 12], fill=tuple(int(v) for v in colors[k]))
+        draw.text((x + 16, y + 1), n, fill=(0, 0, 0))
+        x += 22 + 7 * len(n)
+    canvas.save(path)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("record", help="JSON written by bench.synthavs_benchmark --tasks avss")
+    p.add_argument("--chart", help="per-class IoU chart (PNG)")
+    p.add_argument("--weights", help="trained full model, for --overlays")
+    p.add_argument("--config", help="config of --weights (default: the full-model run's OUTPUT_DIR/config.yaml)")
+    p.add_argument("--overlays", help="class-coloured overlays of test clips (PNG)")
+    args = p.parse_args(argv)
+    with open(args.record) as f:
+        record = json.load(f)
+    rows = [r for r in record["rows"] if r["task"] == "avss"]
+    if not rows:
+        raise SystemExit(f"{args.record}: no AVSS rows (run bench.synthavs_benchmark --tasks avss)")
+    print("\n".join(per_class_table(rows)))
+    print("\n".join(avss_goal_lines(rows, record["total_minutes"], record["machine"]["isa"])))
+    if args.chart:
+        full = rows[0]
+        plot_per_class(rows, args.chart, f"SynthAVS-semantic test, official AVSS metric; {full['iterations']} "
+                                         f"iterations x {full['clips_per_iteration']} clips ({record['command']})")
+        print(f"wrote {args.chart}")
+    if args.overlays:
+        if not args.weights:
+            raise SystemExit("--overlays needs --weights")
+        from aqformer_d2.engine import build_cfg
+
+        config = args.config or os.path.join(os.path.dirname(args.weights), "config.yaml")
+        cfg = build_cfg(config, ["MODEL.DEVICE", "cpu"])
+        overlay_figure(cfg, args.weights, args.overlays)
+        print(f"wrote {args.overlays}")
+
+
+if __name__ == "__main__":
+    main()
