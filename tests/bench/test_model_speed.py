@@ -32,7 +32,10 @@ def test_tiny_run_writes_times_parts_and_markdown(tmp_path):
                              "--repeats", "1", "--no-profile", "--out", str(out)]) == 0
     payload = json.loads(out.read_text())
     result = payload["results"]["tiny"]
-    assert result["model"]["time_s"]["median"] > result["backbone"]["time_s"]["median"] > 0
+    # times are recorded, not compared: one repeat on a shared machine orders them by chance; what must hold
+    # is that the model contains the backbone
+    assert result["model"]["time_s"]["median"] > 0 and result["backbone"]["time_s"]["median"] > 0
+    assert result["model"]["params_m"] > result["backbone"]["params_m"] > 0
     assert set(result["model"]["parts"]) == {label for label, _ in model_speed.PARTS}
     assert all(p["gflops"] > 0 for p in result["model"]["parts"].values())
     assert "| tiny |" in payload["markdown"]
