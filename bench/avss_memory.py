@@ -1,9 +1,8 @@
-#!/usr/bin/env python
 """Activation memory of one training forward + backward of the AVSS model (or another config) on the CPU.
 
-    .venv/bin/python bench/avss_memory.py                          # AVSS R50, one 10-frame clip at 224
-    .venv/bin/python bench/avss_memory.py --set MODEL.AQ_SEMANTIC.NUM_QUERIES 50
-    .venv/bin/python bench/avss_memory.py --config configs/avsbench/s4/aqformer_R50.yaml --frames 10
+    python -m bench.avss_memory                          # AVSS R50, one 10-frame clip at 224
+    python -m bench.avss_memory --set MODEL.AQ_SEMANTIC.NUM_QUERIES 50
+    python -m bench.avss_memory --config configs/avsbench/s4/aqformer_R50.yaml --frames 10
 
 One clip of ``--frames`` random frames (``--size`` square) with random AVSS labels (background plus two objects
 per frame, every frame supervised) or, for a binary config, random masks; random weights (no download). Each
@@ -25,10 +24,7 @@ import os
 import resource
 import subprocess
 import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 DEFAULT_CONFIG = "configs/avsbench/avss/aqformer_R50.yaml"
 
 
@@ -71,20 +67,14 @@ def measure(args) -> dict:
     """One measurement in this process (see the module docstring)."""
     import torch
 
-    import aqformer_d2.modeling  # noqa: F401  (registration; first: it provides detectron2's missing _C)
-    from aqformer_d2.config import add_aqformer_config
-    from detectron2.config import get_cfg
-    from detectron2.modeling import build_model
+    from aqformer_d2.modeling import build_aq_model
 
-    cfg = get_cfg()
-    add_aqformer_config(cfg)
-    cfg.merge_from_file(str(ROOT / args.config))
-    overrides = ["MODEL.AQFORMER.NUM_FRAMES", args.frames, "MODEL.DEVICE", "cpu"]
-    for key, value in args.set:
-        overrides += [key, value]
-    cfg.merge_from_list(overrides)
+    from bench.common import bench_cfg
+
+    opts = [item for pair in args.set for item in pair]
+    cfg = bench_cfg(args.config, opts, frames=args.frames)
     torch.manual_seed(0)
-    model = build_model(cfg).train()
+    model = build_aq_model(cfg).train()
     semantic = cfg.MODEL.META_ARCHITECTURE == "AQFormerSemantic"
     clip = _clip(torch, args.frames, args.size, semantic, cfg.MODEL.AQ_SEMANTIC.NUM_CLASSES)
 
@@ -124,7 +114,7 @@ def main(argv=None):
         print(json.dumps(measure(args)))
         return
     # a fresh process per measurement: ru_maxrss is the process's lifetime peak
-    cmd = [sys.executable, __file__, "--child", "--config", args.config, "--frames", str(args.frames),
+    cmd = [sys.executable, "-m", "bench.avss_memory", "--child", "--config", args.config, "--frames", str(args.frames),
            "--size", str(args.size)] + (["--bf16"] if args.bf16 else [])
     for key, value in args.set:
         cmd += ["--set", key, value]

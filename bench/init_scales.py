@@ -26,6 +26,7 @@ from typing import Dict, List
 
 import torch
 
+from aqformer_d2.modeling.ops import linear
 from bench.common import ROOT, bench_cfg, capture_inputs, plain_copy, random_clip
 
 DEFAULT_CONFIG = "configs/avsbench/s4/aqformer_R50.yaml"
@@ -56,7 +57,8 @@ def abti_statistics(module, features: torch.Tensor, audio: torch.Tensor) -> Dict
     bt, c, h, w = features.shape
     frames = features.flatten(2).transpose(1, 2).reshape(b, t, h * w, c)  # [B, T, HW, C]
     with torch.no_grad():
-        logits = torch.einsum("bpc,bqnc->bpqn", module.f_a(audio), module.f_m(frames)) * module.logit_multiplier
+        f_m = linear(frames, module.w_m)  # f_m(F_q) = F_q W_m^T on every pixel, [B, T, HW, C_b]
+        logits = torch.einsum("bpc,bqnc->bpqn", module.f_a(audio), f_m) * module.logit_multiplier
         weights, _ = module.gather(audio, frames)  # [B, T, T, HW]
         update = (module(features, audio) - features).norm() / features.norm()
     return {"relative_update": update.item(), "logit_std": logits.std().item(),

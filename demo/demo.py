@@ -14,7 +14,20 @@ Backends: ``torch`` (default) runs the model of --config-file / MODEL.WEIGHTS ea
 runs an ONNX file written by tools/export_onnx.py on the CPU. The config still sets the clip length
 T and the frame size, and the ONNX file must have been exported for the same T and size (checked).
 Both backends compute the probabilities at INPUT.IMAGE_SIZE; they are resized bilinearly to the
-frame size and thresholded at MODEL.AQFORMER.MASK_THRESHOLD here.
+frame size and thresholded at MODEL.AQFORMER.MASK_THRESHOLD (aqformer_d2.inference.outputs).
+
+Models: S4 / MS3 configs (meta-arch AQFormer) give one "sounding object" mask per frame; AVSS configs
+(meta-arch AQFormerSemantic, e.g. configs/avsbench/avss/aqformer_R50.yaml) give a class per pixel (argmax of
+the per-class scores resized to the frame size), coloured with the dataset's palette ("stuff_colors" of
+DATASETS.TEST[0]; background not tinted) and named from its "stuff_classes", or from --label2idx FILE (the
+dataset's label2idx.json, needed when the dataset itself is not on this machine). AVSS runs on the torch
+backend only (no ONNX export of the semantic head).
+
+No sounding object: a frame where the model predicts no pixel of a sounding object (S4 / MS3: no pixel above
+MASK_THRESHOLD; AVSS: background everywhere) says "no sounding object" in the overlay and is flagged in
+summary.json. --mute replaces the soundtrack by silence (zeros through the log-mel front end, the "silence"
+negative of docs/listening.md) to see what the model draws when nothing sounds; the models are not shown to
+stay silent (docs/listening.md), so expect masks on visually salient objects.
 
 Frames: one frame per second, as AVSBench. By default the LAST frame of each second (the frame
 AVSBench annotates for each one-second clip) is used; ``--frame-position first|middle`` changes that.
@@ -29,10 +42,14 @@ Reading the input and the clip loop are the package's (``aqformer_d2.inference``
 
 Outputs in --output:
     overlay.mp4   the masks blended over the ORIGINAL frames at the original frame rate (the mask of
-                  second s on every frame of that second), H.264, with the original audio as AAC
-    masks/        one PNG per sampled frame at the video size (0 / 255), clipCCCC_secSSSSS.png
-    summary.json  input, config, weights, device, fps, duration, clips (seconds, padding, foreground
-                  fraction per frame, mask files)
+                  second s on every frame of that second; 50 % frame + 50 % class colour), a legend of the
+                  classes on screen and "no sounding object" where none is predicted, H.264, with the
+                  original audio as AAC (no audio track with --mute)
+    masks/        one palette PNG per sampled frame at the video size, clipCCCC_secSSSSS.png: pixel value =
+                  label (0 background; S4 / MS3: 1 sounding object; AVSS: class index), palette = legend colours
+    summary.json  input, config, weights, device, fps, duration, legend, clips (seconds, padding, per frame:
+                  foreground fraction, class areas by name, no-sounding-object flag, mask files), and the
+                  seconds without a sounding object
 """
 from __future__ import annotations
 
@@ -52,22 +69,27 @@ import tqdm
 from PIL import Image
 
 from aqformer_d2.audio.video import FRAME_POSITIONS, iter_video_frames, write_video
+from aqformer_d2.data.datasets.register_avss import load_label2idx
 from aqformer_d2.engine import build_cfg
 from aqformer_d2.inference import (
     BACKENDS,
+    ClipOutput,
+    Legend,
     VideoInput,
     build_segmenter,
     list_frame_folder,
     load_frame_files,
     load_video,
+    muted,
     plan_clips,
     predict_video,
     read_rgb,
 )
+from detectron2.data import MetadataCatalog
 from detectron2.utils.logger import setup_logger
 
 LOGGER_NAME = "aqformer_demo"
-OVERLAY_COLOR = np.array([255, 40, 40], np.uint8)  # RGB of the sounding-object tint (blended 50 %)
+NO_SOUNDING_OBJECT = "no sounding object"
 _TIME_EPS = 1e-6
 
 
@@ -108,6 +130,18 @@ def get_parser() -> argparse.ArgumentParser:
         choices=FRAME_POSITIONS,
         default="last",
         help="which frame of each second is segmented (default: last, as AVSBench)",
+    )
+    parser.add_argument(
+        "--mute",
+        action="store_true",
+        help="replace the soundtrack by silence (zeros through the log-mel front end) to see what the model "
+        "predicts when nothing sounds; the overlay then has no audio track",
+    )
+    parser.add_argument(
+        "--label2idx",
+        default=None,
+        metavar="FILE",
+        help="AVSS models: the class names (a label2idx.json, {name: index}); default: those of DATASETS.TEST[0]",
     )
     parser.add_argument("--no-progress", action="store_true", help="no tqdm progress bar")
     parser.add_argument(
@@ -152,19 +186,76 @@ def _check_device(device: str) -> None:
         raise ValueError(f"--device {device}: expected cpu or cuda[:N]")
 
 
-# Per-channel lookup table of the tint: value v of channel c -> v // 2 + OVERLAY_COLOR[c] // 2.
-_TINT_LUT = ((np.arange(256)[:, None] >> 1) + (OVERLAY_COLOR[None, :] >> 1)).astype(np.uint8).reshape(256, 1, 3)
+def _legend(cfg, args, output: ClipOutput) -> Legend:
+    """Names and colours of the label values: the output kind's, from DATASETS.TEST[0]'s metadata (AVSS:
+    "stuff_colors", and "stuff_classes" or its label2idx.json) or --label2idx."""
+    meta = MetadataCatalog.get(cfg.DATASETS.TEST[0]) if len(cfg.DATASETS.TEST) else None
+    path = args.label2idx
+    if path is None and meta is not None and meta.get("stuff_classes") is None:
+        path = meta.get("label2idx_file")
+        path = path if path and os.path.isfile(path) else None
+    names = load_label2idx(path, output.num_classes) if path else None
+    return output.legend(meta, names)
 
 
-def _blend(rgb: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """Tint the mask pixels of an RGB uint8 ``[H, W, 3]`` frame: 50 % frame + 50 % OVERLAY_COLOR."""
+def _blend(rgb: np.ndarray, labels: np.ndarray, colors: np.ndarray) -> np.ndarray:
+    """Tint the pixels of an RGB uint8 ``[H, W, 3]`` frame by their label ``[H, W]``: 50 % frame + 50 % the
+    label's colour (``colors`` uint8 ``[K, 3]``); background (label 0) is left as it is."""
     out = rgb.copy()
-    cv2.copyTo(cv2.LUT(rgb, _TINT_LUT), mask.view(np.uint8), out)
+    fg = labels > 0  # [H, W]
+    out[fg] = (rgb[fg] >> 1) + (colors[labels[fg]] >> 1)
     return out
 
 
+def _text(img: np.ndarray, text: str, org, scale: float, thickness: int) -> None:
+    """White text with a black outline (readable on any frame)."""
+    cv2.putText(img, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), thickness + 2, cv2.LINE_AA)
+    cv2.putText(img, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), thickness, cv2.LINE_AA)
+
+
+def _draw_legend(img: np.ndarray, legend: Legend, present: List[int]) -> np.ndarray:
+    """Draw, top left, a colour swatch and the name of each class in ``present`` (label values, background
+    excluded), or "no sounding object" when there is none. ``img`` RGB uint8 [H, W, 3], changed in place."""
+    height = img.shape[0]
+    scale = max(0.35, height / 720.0 * 0.8)
+    thickness = max(1, int(round(scale * 2)))
+    line = int(round(30 * scale / 0.8))
+    pad = max(4, line // 4)
+    if not present:
+        _text(img, NO_SOUNDING_OBJECT, (pad, pad + line - line // 4), scale, thickness)
+        return img
+    for row, k in enumerate(present):
+        y = pad + row * line
+        color = tuple(int(c) for c in legend.colors[k])
+        cv2.rectangle(img, (pad, y + 2), (pad + line - 4, y + line - 4), color, -1)
+        cv2.rectangle(img, (pad, y + 2), (pad + line - 4, y + line - 4), (255, 255, 255), 1)
+        _text(img, legend.names[k], (pad + line + 2, y + line - line // 4), scale, thickness)
+    return img
+
+
+def _render(rgb: np.ndarray, labels: np.ndarray, legend: Legend) -> np.ndarray:
+    """One overlay frame: labels blended over the frame, and the legend of the classes on screen."""
+    present = [int(k) for k in np.unique(labels) if k > 0]
+    return _draw_legend(_blend(rgb, labels, legend.colors), legend, present)
+
+
+def _class_areas(labels: np.ndarray, legend: Legend) -> dict:
+    """Fraction of the frame per class name (classes present only, background included; sums to 1)."""
+    counts = np.bincount(labels.ravel(), minlength=len(legend.names))
+    return {legend.names[k]: round(float(c) / labels.size, 6) for k, c in enumerate(counts) if c}
+
+
+def _save_labels(labels: np.ndarray, legend: Legend, path: str) -> None:
+    """A palette PNG: pixel value = label, palette = the legend's colours."""
+    im = Image.frombytes("P", (labels.shape[1], labels.shape[0]), np.ascontiguousarray(labels).tobytes())
+    palette = np.zeros((256, 3), np.uint8)
+    palette[: len(legend.colors)] = legend.colors
+    im.putpalette(palette.ravel().tolist())
+    im.save(path)
+
+
 class _MaskBySecond:
-    """Mask of second s, read back from its PNG (one cached at a time: frames arrive in time order)."""
+    """Labels uint8 [H, W] of second s, read back from its PNG (one cached at a time: frames arrive in time order)."""
 
     def __init__(self, mask_paths: List[str]):
         self.paths = mask_paths
@@ -175,7 +266,7 @@ class _MaskBySecond:
         sec = min(max(sec, 0), len(self.paths) - 1)
         if sec != self._sec:
             with Image.open(self.paths[sec]) as im:
-                self._mask = np.asarray(im) > 0
+                self._mask = np.asarray(im)
             self._sec = sec
         return self._mask
 
@@ -195,13 +286,13 @@ def _load_inputs(args, segmenter, logger: logging.Logger) -> VideoInput:
     return video
 
 
-def _overlay_frames(args, data: VideoInput, masks: _MaskBySecond) -> Iterator[np.ndarray]:
+def _overlay_frames(args, data: VideoInput, masks: _MaskBySecond, legend: Legend) -> Iterator[np.ndarray]:
     if data.input_type == "frames":
         for sec, path in enumerate(data.frame_files):
-            yield _blend(read_rgb(path), masks(sec))
+            yield _render(read_rgb(path), masks(sec), legend)
     else:
         for t, rgb in iter_video_frames(args.input):
-            yield _blend(rgb, masks(int(math.floor(t + _TIME_EPS))))
+            yield _render(rgb, masks(int(math.floor(t + _TIME_EPS))), legend)
 
 
 def main(argv: Optional[List[str]] = None) -> dict:
@@ -216,7 +307,11 @@ def main(argv: Optional[List[str]] = None) -> dict:
     segmenter = build_segmenter(cfg, args.backend, args.onnx)
     num_frames = segmenter.num_frames
     threshold = float(cfg.MODEL.AQFORMER.MASK_THRESHOLD)
+    legend = _legend(cfg, args, segmenter.output)
     data = _load_inputs(args, segmenter, logger)
+    if args.mute:
+        data = muted(data)
+        logger.info("--mute: the soundtrack is replaced by %.2f s of silence", data.audio_seconds)
     num_seconds = data.num_seconds
     plans = plan_clips(num_seconds, num_frames)  # the clips predict_video runs, for the log and the progress bar
     audio_seconds = data.audio_seconds
@@ -238,18 +333,21 @@ def main(argv: Optional[List[str]] = None) -> dict:
     mask_dir = os.path.join(args.output, "masks")
     os.makedirs(mask_dir, exist_ok=True)
     mask_paths: List[str] = [""] * num_seconds
-    clip_records = []
-    predictions = predict_video(segmenter, data)
+    clip_records, silent_seconds = [], []
+    predictions = predict_video(segmenter, data, threshold)
     for pred in tqdm.tqdm(predictions, total=len(plans), desc="AQFormer clips", unit="clip", disable=args.no_progress):
         plan = pred.plan
-        fg_fraction, names = [], []
+        fg_fraction, areas, names = [], [], []
+        no_sound = [not s for s in pred.sounding()]
         for i, sec in enumerate(plan.seconds):
-            mask = pred.probs[i] > threshold  # [height, width]
+            labels = pred.labels[i]  # [height, width]
             name = f"clip{plan.index:04d}_sec{sec:05d}.png"
-            Image.fromarray(mask.astype(np.uint8) * 255, mode="L").save(os.path.join(mask_dir, name))
+            _save_labels(labels, legend, os.path.join(mask_dir, name))
             mask_paths[sec] = os.path.join(mask_dir, name)
-            fg_fraction.append(round(float(mask.mean()), 6))
+            fg_fraction.append(round(float((labels > 0).mean()), 6))
+            areas.append(_class_areas(labels, legend))
             names.append(os.path.join("masks", name))
+        silent_seconds += [sec for sec, flag in zip(plan.seconds, no_sound) if flag]
         clip_records.append(
             {
                 "index": plan.index,
@@ -261,6 +359,8 @@ def main(argv: Optional[List[str]] = None) -> dict:
                 "num_audio_examples": pred.num_audio_examples,
                 "num_padded_audio_examples": num_frames - pred.num_audio_examples,
                 "foreground_fraction": fg_fraction,
+                "class_areas": areas,
+                "no_sounding_object": no_sound,
                 "mask_files": names,
             }
         )
@@ -274,17 +374,18 @@ def main(argv: Optional[List[str]] = None) -> dict:
     overlay_path = os.path.join(args.output, "overlay.mp4")
     overlay = write_video(
         overlay_path,
-        _overlay_frames(args, data, _MaskBySecond(mask_paths)),
+        _overlay_frames(args, data, _MaskBySecond(mask_paths), legend),
         data.width,
         data.height,
         data.fps,
-        audio_path=data.audio_path,
+        audio_path=None if data.audio_muted else data.audio_path,
         audio_origin=data.audio_origin,
     )
     summary = {
         "input": os.path.abspath(args.input),
         "input_type": data.input_type,
         "audio": os.path.abspath(data.audio_path),
+        "audio_muted": data.audio_muted,
         "config_file": os.path.abspath(args.config_file),
         "opts": list(args.opts),
         "weights": weights or None,
@@ -302,7 +403,14 @@ def main(argv: Optional[List[str]] = None) -> dict:
         "frame_sampling": data.frame_sampling,
         "clip_length": num_frames,
         "image_size": segmenter.height,
+        "output_kind": segmenter.output.name,
         "mask_threshold": threshold,
+        "legend": [{"label": k, "name": n, "color": [int(c) for c in legend.colors[k]]}
+                   for k, n in enumerate(legend.names)],
+        "no_sounding_object": "a frame where the model predicts no pixel of a sounding object (sound_probs: none "
+        "above mask_threshold; class_scores: background everywhere)",
+        "seconds_without_sounding_object": silent_seconds,
+        "num_frames_without_sounding_object": len(silent_seconds),
         "num_sampled_frames": num_seconds,
         "num_clips": len(plans),
         "num_padded_clips": sum(p.padded for p in plans),
@@ -317,6 +425,8 @@ def main(argv: Optional[List[str]] = None) -> dict:
     }
     with open(os.path.join(args.output, "summary.json"), "w") as f:
         json.dump(summary, f, indent=2)
+    logger.info("%d of %d sampled frames have no sounding object%s", len(silent_seconds), num_seconds,
+                " (audio muted)" if data.audio_muted else "")
     logger.info("wrote %s, %d mask PNGs and summary.json to %s", overlay_path, num_seconds, args.output)
     return summary
 
@@ -328,6 +438,7 @@ if __name__ == "__main__":
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
     print(
-        f"{result['num_clips']} clip(s), {result['num_sampled_frames']} masks, "
+        f"{result['num_clips']} clip(s), {result['num_sampled_frames']} masks "
+        f"({result['num_frames_without_sounding_object']} without a sounding object), "
         f"{result['outputs']['overlay_video']} and summary.json in {result['output_dir']} ({result['runtime_s']} s)"
     )

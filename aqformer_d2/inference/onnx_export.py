@@ -21,7 +21,7 @@ from typing import Dict, Mapping, Optional
 
 import torch
 
-from .clip_module import ClipSegmentationModule
+from .clip_module import ClipSegmentationModule, clip_module_class
 
 __all__ = [
     "DEFAULT_OPSET",
@@ -114,9 +114,18 @@ def export_clip_onnx(
 
     Returns:
         the metadata written (full keys -> values).
+
+    Raises:
+        ValueError: the model's clip head is not exportable (the AVSS meta-architecture: its graph would need
+            a [T, K, H, W] output and the per-frame semantic inference; not supported), before anything is written.
     """
     import onnx
 
+    if not clip_module_class(type(model)).onnx_exportable:
+        raise ValueError(
+            f"{path}: ONNX export of {type(model).__name__} (the AVSS semantic head, class scores [T, K, H, W]) is "
+            "not supported; run it with the PyTorch backend (demo/demo.py --backend torch)"
+        )
     module = ClipSegmentationModule(model, num_frames, height, width)
     frames, audio = _example_clip(module, model.device, seed)
     # Not under torch.no_grad(): without autograd, nn.MultiheadAttention takes its fused fast path

@@ -1,7 +1,9 @@
 """Clip segmenters: one interface, two backends (PyTorch eager and ONNX Runtime).
 
 A :class:`ClipSegmenter` maps one clip, uint8 frames ``[T, 3, H, W]`` (channel order ``input_format``) and
-float VGGish log-mel examples ``[T, 1, 96, 64]``, to sound probabilities float32 ``[T, H, W]`` (numpy).
+float VGGish log-mel examples ``[T, 1, 96, 64]``, to float32 numpy outputs whose kind is its ``output``
+(:mod:`.outputs`): sound probabilities ``[T, H, W]`` (S4 / MS3 models), or per-class scores ``[T, K, H, W]``
+(AVSS models, PyTorch backend only).
 T, H and W are fixed per segmenter; a clip of another shape is refused with an error naming the model
 source and both shapes. The demo and the benchmarks use this interface; clip planning and resizing live
 in :mod:`.clips`.
@@ -25,9 +27,12 @@ from detectron2.config import configurable
 
 from ..checkpoint import AQCheckpointer
 from ..modeling import build_aq_model
-from .clip_module import ClipSegmentationModule
+from detectron2.modeling import META_ARCH_REGISTRY
+
+from .clip_module import clip_module_class
 from .clips import INPUT_FORMATS
 from .onnx_export import parse_clip_metadata
+from .outputs import ClipOutput, SoundProbabilities
 
 __all__ = [
     "BACKENDS",
@@ -60,11 +65,13 @@ class ClipSegmenter(abc.ABC):
         height, width: H, W of the frames (already resized).
         input_format: channel order of the frames, "RGB" or "BGR".
         source: what the model came from (a config / weights, or an ONNX file), used in error messages.
+        output: what the segmenter returns (default: sound probabilities ``[T, H, W]``).
     """
 
     backend = ""
 
-    def __init__(self, *, num_frames: int, height: int, width: int, input_format: str, source: str):
+    def __init__(self, *, num_frames: int, height: int, width: int, input_format: str, source: str,
+                 output: Optional[ClipOutput] = None):
         if input_format not in INPUT_FORMATS:
             raise ValueError(f"{source}: input format {input_format!r}; supported: {INPUT_FORMATS}")
         self.num_frames = int(num_frames)
@@ -72,6 +79,7 @@ class ClipSegmenter(abc.ABC):
         self.width = int(width)
         self.input_format = input_format
         self.source = source
+        self.output = output if output is not None else SoundProbabilities()
 
     @property
     def frames_shape(self) -> Tuple[int, int, int, int]:
@@ -93,7 +101,8 @@ class ClipSegmenter(abc.ABC):
             raise ValueError(f"{self.source}: frames must be uint8, got {_dtype_name(frames)}")
 
     def __call__(self, frames: ArrayLike, audio: ArrayLike) -> np.ndarray:
-        """frames uint8 ``[T, 3, H, W]``, audio float ``[T, 1, 96, 64]`` -> float32 ``[T, H, W]`` probabilities."""
+        """frames uint8 ``[T, 3, H, W]``, audio float ``[T, 1, 96, 64]`` -> float32 of shape
+        ``self.output.output_shape(T, H, W)``: ``[T, H, W]`` probabilities or ``[T, K, H, W]`` class scores."""
         self.check_clip(frames, audio)
         return self._run(frames, audio)
 
@@ -122,10 +131,12 @@ def build_inference_model(cfg) -> torch.nn.Module:
 
 
 class TorchSegmenter(ClipSegmenter):
-    """PyTorch eager backend: :class:`ClipSegmentationModule` (the module the ONNX export traces).
+    """PyTorch eager backend: the model's clip module (:func:`~.clip_module.clip_module_class`; for S4 / MS3
+    models the module the ONNX export traces).
 
     Args:
-        model: an AQFormer meta-architecture (put in eval mode).
+        model: an AQFormer meta-architecture (put in eval mode): ``AQFormer`` (probabilities) or
+            ``AQFormerSemantic`` (class scores), or a subclass of either.
         height, width: frame size.
         input_format: channel order of the frames the model was trained on.
         source: description for error messages (default: "PyTorch model").
@@ -136,9 +147,10 @@ class TorchSegmenter(ClipSegmenter):
     @configurable
     def __init__(self, *, model: torch.nn.Module, height: int, width: int, input_format: str,
                  source: str = "PyTorch model"):
+        module = clip_module_class(type(model))(model, model.num_frames, height, width)
         super().__init__(num_frames=model.num_frames, height=height, width=width, input_format=input_format,
-                         source=source)
-        self.module = ClipSegmentationModule(model, model.num_frames, height, width)
+                         source=source, output=module.clip_output())
+        self.module = module
         self.device = model.device
 
     @classmethod
@@ -160,8 +172,8 @@ class TorchSegmenter(ClipSegmenter):
         frames = torch.as_tensor(frames).to(self.device)  # [T, 3, H, W] uint8
         audio = torch.as_tensor(audio).to(self.device)  # [T, 1, 96, 64]
         with torch.inference_mode():
-            probs = self.module(frames, audio)  # [T, H, W]
-        return probs.float().cpu().numpy()
+            out = self.module(frames, audio)  # [T, H, W] or [T, K, H, W]
+        return out.float().cpu().numpy()
 
 
 class OnnxRuntimeSegmenter(ClipSegmenter):
@@ -269,6 +281,12 @@ def build_segmenter(cfg, backend: str = "torch", onnx_path: Optional[str] = None
         return TorchSegmenter(cfg)
     if not onnx_path:
         raise ValueError("the 'onnxruntime' backend needs an ONNX file (tools/export_onnx.py writes one)")
+    arch = cfg.MODEL.META_ARCHITECTURE
+    if not clip_module_class(META_ARCH_REGISTRY.get(arch)).onnx_exportable:
+        raise ValueError(
+            f"{onnx_path}: MODEL.META_ARCHITECTURE {arch} (AVSS class scores) has no ONNX export; the 'onnxruntime' "
+            "backend runs S4 / MS3 models only. Use the 'torch' backend"
+        )
     segmenter = OnnxRuntimeSegmenter(onnx_path, num_threads=num_threads)
     _check_onnx_against_config(segmenter, cfg)
     return segmenter

@@ -6,11 +6,13 @@ container PyAV reads), :func:`load_frame_files` from image files (one per second
 
 :func:`predict_video` is the clip loop: plan the clips of T seconds (:func:`.clips.plan_clips`), build each
 clip's frames ``[T, 3, S, S]`` and VGGish examples ``[T, 1, 96, 64]`` (the last clip padded), run the
-segmenter, drop the padded frames and resize the probabilities back to the frame size. The demo
-(demo/demo.py) and the main job's overlays (tools/run_demo_job.py) run videos through it.
+segmenter, drop the padded frames and bring the output back to the frame size as per-pixel labels (and
+probabilities for S4 / MS3 models; :mod:`.outputs`). The demo (demo/demo.py) and the main job's overlays
+(tools/run_demo_job.py) run videos through it. :func:`muted` replaces a video's soundtrack by silence.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
 from fractions import Fraction
@@ -18,11 +20,20 @@ from typing import Iterator, List, Optional, Sequence
 
 import numpy as np
 
+from ..audio.negatives import silence
 from ..audio.video import load_audio_mono, probe_video, sample_frames_per_second
-from .clips import ClipPlan, clip_audio, clip_frames, plan_clips, read_rgb, resize_frame, resize_probs
+from .clips import ClipPlan, clip_audio, clip_frames, plan_clips, read_rgb, resize_frame
 from .segmenter import ClipSegmenter
 
-__all__ = ["MODEL_SAMPLE_RATE", "ClipPrediction", "VideoInput", "load_frame_files", "load_video", "predict_video"]
+__all__ = [
+    "MODEL_SAMPLE_RATE",
+    "ClipPrediction",
+    "VideoInput",
+    "load_frame_files",
+    "load_video",
+    "muted",
+    "predict_video",
+]
 
 # Sample rate of the audio the VGGish front end reads.
 MODEL_SAMPLE_RATE = 16000
@@ -46,6 +57,7 @@ class VideoInput:
         input_type: "video" or "frames".
         frame_files: the image files (input_type "frames"), else None.
         repeated_seconds: seconds with no frame of their own, which repeat the frame on screen.
+        audio_muted: the waveform is silence of the soundtrack's length (:func:`muted`), not ``audio_path``'s sound.
     """
 
     frames: List[np.ndarray]
@@ -62,6 +74,7 @@ class VideoInput:
     input_type: str
     frame_files: Optional[List[str]] = None
     repeated_seconds: Sequence[int] = ()
+    audio_muted: bool = False
 
     @property
     def num_seconds(self) -> int:
@@ -74,13 +87,20 @@ class VideoInput:
 
 @dataclass
 class ClipPrediction:
-    """Output of one clip: ``probs`` float32 ``[n, height, width]`` for the n = len(plan.seconds) real
-    seconds of ``plan`` (padding dropped); ``num_audio_examples`` of its T VGGish examples came from the
-    audio, the rest repeat the last one."""
+    """Output of one clip for the n = len(plan.seconds) real seconds of ``plan`` (padding dropped), at the
+    frame size: ``labels`` uint8 ``[n, height, width]`` (class per pixel, 0 = background: no sounding object)
+    and ``probs`` float32 ``[n, height, width]`` (sound probabilities; None for AVSS models, whose labels are
+    the argmax of class scores). ``num_audio_examples`` of its T VGGish examples came from the audio, the rest
+    repeat the last one."""
 
     plan: ClipPlan
-    probs: np.ndarray
+    probs: Optional[np.ndarray]
     num_audio_examples: int
+    labels: Optional[np.ndarray] = None
+
+    def sounding(self) -> np.ndarray:
+        """bool ``[n]``: the frame has at least one pixel of a sounding object (a label other than background)."""
+        return self.labels.reshape(self.labels.shape[0], -1).any(axis=1)
 
 
 def _preprocess(segmenter: ClipSegmenter):
@@ -161,17 +181,27 @@ def load_video(path: str, segmenter: ClipSegmenter, frame_position: str = "last"
     )
 
 
-def predict_video(segmenter: ClipSegmenter, video: VideoInput) -> Iterator[ClipPrediction]:
-    """Sound probabilities of every sampled second of ``video``, clip by clip (clips of the segmenter's T
-    seconds; the last one padded by repeating its last frame and audio example, the padding's output dropped).
+def muted(video: VideoInput) -> VideoInput:
+    """``video`` with its soundtrack replaced by silence of the same length (zeros, which the clip loop sends
+    through the real log-mel front end, as :mod:`aqformer_d2.audio.negatives` defines the silence negative)."""
+    waveform = silence(video.waveform.shape[-1]).astype(video.waveform.dtype, copy=False)  # [N]
+    return dataclasses.replace(video, waveform=waveform, audio_muted=True)
 
-    Yields one :class:`ClipPrediction` per clip of ``plan_clips(video.num_seconds, segmenter.num_frames)``,
-    its probabilities resized (bilinear) from the segmenter's size to ``video.height`` x ``video.width``.
+
+def predict_video(segmenter: ClipSegmenter, video: VideoInput, mask_threshold: float = 0.5) -> Iterator[ClipPrediction]:
+    """Predictions for every sampled second of ``video``, clip by clip (clips of the segmenter's T seconds;
+    the last one padded by repeating its last frame and audio example, the padding's output dropped).
+
+    Yields one :class:`ClipPrediction` per clip of ``plan_clips(video.num_seconds, segmenter.num_frames)``:
+    the segmenter's output resized (bilinear) from its size to ``video.height`` x ``video.width`` and turned
+    into labels by ``segmenter.output`` (sound probabilities: ``probs > mask_threshold``, the model's
+    MODEL.AQFORMER.MASK_THRESHOLD; class scores: argmax, ``mask_threshold`` unused).
     """
     for plan in plan_clips(video.num_seconds, segmenter.num_frames):
         images = clip_frames(video.frames, plan)  # [T, 3, S, S] uint8
         audio, num_examples = clip_audio(video.waveform, MODEL_SAMPLE_RATE, plan)  # [T, 1, 96, 64]
-        probs = segmenter(images, audio)  # [T, S, S]
-        probs = resize_probs(probs[: len(plan.seconds)], video.height, video.width)  # [n, height, width]
-        yield ClipPrediction(plan=plan, probs=probs, num_audio_examples=num_examples)
+        out = segmenter(images, audio)  # [T, S, S] or [T, K, S, S]
+        probs, labels = segmenter.output.to_frames(out[: len(plan.seconds)], video.height, video.width,
+                                                   mask_threshold)  # [n, height, width]
+        yield ClipPrediction(plan=plan, probs=probs, num_audio_examples=num_examples, labels=labels)
 

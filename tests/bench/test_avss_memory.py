@@ -1,19 +1,18 @@
-"""bench/avss_memory.py on the tiny AVSS config: what it counts, and that it grows with what it should."""
-import importlib.util
+"""bench.avss_memory on the tiny AVSS config: what it counts, and that it grows with what it should."""
 import json
 import os
 import subprocess
 import sys
 
+from bench import avss_memory
+
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
 TINY = "configs/synthavs/aqformer_tiny_avss.yaml"
 
 
 def _module():
-    spec = importlib.util.spec_from_file_location("avss_memory", os.path.join(REPO, "bench", "avss_memory.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return avss_memory
 
 
 def test_saved_bytes_grow_with_frames_and_queries():
@@ -30,7 +29,7 @@ def test_saved_bytes_grow_with_frames_and_queries():
 
 def test_command_line_writes_one_json_line(tmp_path):
     out = tmp_path / "m.jsonl"
-    cmd = [sys.executable, os.path.join(REPO, "bench", "avss_memory.py"), "--config", TINY, "--frames", "2",
+    cmd = [sys.executable, "-m", "bench.avss_memory", "--config", TINY, "--frames", "2",
            "--size", "32", "--out", str(out)]
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]

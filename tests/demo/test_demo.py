@@ -56,8 +56,8 @@ def test_bigbuckbunny_masks(bbb_run):
         for sec, name, frac in zip(clip["seconds"], clip["mask_files"], clip["foreground_fraction"]):
             assert os.path.basename(name) == f"clip{clip['index']:04d}_sec{sec:05d}.png"
             mode, size, arr = _read_mask(os.path.join(out, name))
-            assert size == (1280, 720) and mode == "L"
-            assert set(np.unique(arr)) <= {0, 255}
+            assert size == (1280, 720) and mode == "P"
+            assert set(np.unique(arr)) <= {0, 1}  # label values: background, sounding object
             assert frac == pytest.approx((arr > 0).mean(), abs=1e-5)
 
 
@@ -93,12 +93,14 @@ def test_bigbuckbunny_overlay_video(bbb_run):
 
 def test_overlay_tints_mask_pixels_only(demo):
     rgb = np.random.default_rng(0).integers(0, 256, (6, 8, 3), dtype=np.uint8)
-    mask = np.zeros((6, 8), bool)
-    mask[2:4, 3:7] = True
-    out = demo._blend(rgb, mask)
-    np.testing.assert_array_equal(out[~mask], rgb[~mask])
-    expected = (rgb[mask] >> 1) + (demo.OVERLAY_COLOR >> 1)
-    np.testing.assert_array_equal(out[mask], expected)
+    labels = np.zeros((6, 8), np.uint8)
+    labels[2:4, 3:7] = 1
+    labels[5, :2] = 2
+    colors = np.array([[9, 9, 9], [255, 40, 40], [0, 128, 64]], np.uint8)
+    out = demo._blend(rgb, labels, colors)
+    np.testing.assert_array_equal(out[labels == 0], rgb[labels == 0])  # background: not tinted
+    for k in (1, 2):
+        np.testing.assert_array_equal(out[labels == k], (rgb[labels == k] >> 1) + (colors[k] >> 1))
 
 
 def _write_frames_and_wav(folder, n, size, seconds, rate=22050):

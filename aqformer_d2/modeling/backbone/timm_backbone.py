@@ -164,8 +164,8 @@ class AQTimmBackbone(Backbone):
             in_chans=in_channels,
             **dict(timm_kwargs or {}),
         )
-        # timm's linear layers (PVT-v2: all attention and MLP projections) on the oneDNN path of
-        # aqformer_d2.modeling.layers.linear on the CPU; same parameters (bench/README.md, "CPU speed").
+        # timm's linear layers (PVT-v2: all attention and MLP projections) computed by aqformer_d2.modeling.ops.linear
+        # (oneDNN on the CPU where that is faster); same parameters and state-dict keys.
         self.fast_linear_layers = use_fast_linear(self.body)
         self._name_map = timm_feature_name_map(self.body, meta_classification)
         fmt = getattr(self.body, "output_fmt", "NCHW")

@@ -1,16 +1,17 @@
 """Multi-head attention computed from an ``nn.MultiheadAttention``'s parameters, with the input
-projections on :func:`~aqformer_d2.modeling.layers.linear.linear`.
+projections by :func:`aqformer_d2.modeling.ops.linear`.
 
 ``nn.MultiheadAttention`` projects keys and values with ``F.linear`` (the BLAS on the CPU); for the
 decoder's cross-attention over T x H x W pixels that projection is most of the layer's work, and
-:func:`linear` runs it on oneDNN (bench/README.md). The module keeps its parameters
-(``in_proj_weight``, ``in_proj_bias``, ``out_proj``), so checkpoints are unchanged; only the call differs.
+:func:`~aqformer_d2.modeling.ops.linear` runs it on oneDNN where that is faster (bench/README.md). The
+module keeps its parameters (``in_proj_weight``, ``in_proj_bias``, ``out_proj``), so checkpoints are
+unchanged; only the call differs.
 """
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .linear import linear
+from ..ops import linear
 
 __all__ = ["multihead_attention"]
 

@@ -1,9 +1,9 @@
 """Position-wise feed-forward block with residual connection and LayerNorm."""
 import torch
 from torch import nn
-from torch.nn import functional as F
 
-from .linear import Linear, linear
+from ..ops import linear
+from .linear import Linear
 
 __all__ = ["FFNLayer"]
 
@@ -40,7 +40,7 @@ class FFNLayer(nn.Module):
         self.linear2 = Linear(dim_feedforward, d_model)
         self.dropout = nn.Dropout(dropout)
         self.norm = nn.LayerNorm(d_model)
-        self.activation = F.relu if activation == "relu" else F.gelu
+        self.activation = activation
         self.norm_position = norm_position
         nn.init.xavier_uniform_(self.linear1.weight)
         nn.init.xavier_uniform_(self.linear2.weight)
@@ -48,10 +48,8 @@ class FFNLayer(nn.Module):
         nn.init.zeros_(self.linear2.bias)
 
     def _branch(self, x: torch.Tensor) -> torch.Tensor:
-        if self.activation is F.relu:  # ReLU fused into the first product where oneDNN runs it
-            hidden = linear(x, self.linear1.weight, self.linear1.bias, activation="relu")
-        else:
-            hidden = self.activation(self.linear1(x))
+        """FFN(x) = W2 act(W1 x + b1) + b2 with dropout after act and at the end: [..., C] -> [..., C]."""
+        hidden = linear(x, self.linear1.weight, self.linear1.bias, activation=self.activation)  # [..., C_ff]
         return self.dropout(self.linear2(self.dropout(hidden)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -7,7 +7,7 @@ from .abti import ABTI
 from .aq_pixel_decoder import AQPixelDecoder
 from .av_cross_attention import AudioVisualCrossAttention, eq1_audio_visual_attention
 from .build import AQ_PIXEL_DECODER_REGISTRY, build_aq_pixel_decoder
-from .ms_deform_attn import MSDeformAttn, ms_deform_attn_core
+from .ms_deform_attn import MSDeformAttn
 from .ms_deform_encoder import MSDeformEncoder, MSDeformEncoderLayer
 
 __all__ = [
@@ -20,5 +20,4 @@ __all__ = [
     "MSDeformEncoderLayer",
     "build_aq_pixel_decoder",
     "eq1_audio_visual_attention",
-    "ms_deform_attn_core",
 ]

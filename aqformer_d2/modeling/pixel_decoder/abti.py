@@ -19,11 +19,22 @@ from torch import nn
 
 from ..layers.linear import Linear
 
-__all__ = ["ABTI", "ABTI_LOGIT_SCALES"]
+__all__ = ["ABTI", "ABTI_LOGIT_SCALES", "LinearMapWeight"]
 
 # Temperature of eq. (9): "sqrt_dim" divides the logits by sqrt(C_b) (scaled dot-product attention, our
 # default); "none" is eq. (9) as printed. See docs/paper_choices.md, "ABTI: scaling of eq. (9)".
 ABTI_LOGIT_SCALES = ("sqrt_dim", "none")
+
+
+class LinearMapWeight(nn.Module):
+    """The weight W [out_features, in_features] of a bias-free linear map f(x) = x W^T that is only used
+    through W, applied to the other operand of a product (so it has no forward). Parameter, state-dict key
+    (``weight``) and default initialisation are those of ``nn.Linear(in_features, out_features, bias=False)``."""
+
+    def __init__(self, out_features: int, in_features: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(out_features, in_features))
+        nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))  # nn.Linear's default initialisation
 
 
 class ABTI(nn.Module):
@@ -59,17 +70,22 @@ class ABTI(nn.Module):
         # Multiplier of the eq. (9) logits: 1/sqrt(C_b), or 1 for the printed form.
         self.logit_multiplier = 1.0 / math.sqrt(hidden_dim) if logit_scale == "sqrt_dim" else 1.0
         self.f_a = Linear(audio_dim, hidden_dim)
-        # No bias: f_a(A_p) . b would add the same value to every pixel's logit of eq. (9), which the
-        # softmax over HW cancels, so a bias here could never learn.
-        self.f_m = Linear(feature_dim, hidden_dim, bias=False)
+        # f_m(F) = F W_m^T enters eq. (9) only through W_m (see gather), so only W_m [C_b, C] is kept. No bias:
+        # f_a(A_p) . b would add the same value to every pixel's logit, which the softmax over HW cancels.
+        self.f_m = LinearMapWeight(hidden_dim, feature_dim)
         self.f_n = Linear(feature_dim, hidden_dim)
         self.f_o = Linear(hidden_dim, feature_dim)
         self.self_attn = nn.MultiheadAttention(hidden_dim, num_heads, dropout=dropout, batch_first=True)
         self.norm = nn.LayerNorm(hidden_dim)
         for layer in (self.f_a, self.f_m, self.f_n, self.f_o):
             nn.init.xavier_uniform_(layer.weight)
-            if layer.bias is not None:
-                nn.init.zeros_(layer.bias)
+        for layer in (self.f_a, self.f_n, self.f_o):
+            nn.init.zeros_(layer.bias)
+
+    @property
+    def w_m(self) -> torch.Tensor:
+        """W_m [C_b, C], the weight of f_m in eq. (9): f_m(F_q) = F_q W_m^T (state-dict key ``f_m.weight``)."""
+        return self.f_m.weight
 
     def gather(self, audio: torch.Tensor, frames: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """Eq. (9)-(10): S_pq = Softmax_HW(s * f_a(A_p) f_m(F_q)^T); O_pq = S_pq f_n(F_q), with
@@ -96,7 +112,7 @@ class ABTI(nn.Module):
         b, t, hw, c = frames.shape
         tokens = frames.reshape(b * t, hw, c)  # [B*T(q), HW, C] (a view for NHWC features)
         # (s * f_a(A_p)) W_m: [B, T(p), C_b] x [C_b, C] -> [B, T(p), C]
-        audio_keys = (self.f_a(audio) * self.logit_multiplier) @ self.f_m.weight
+        audio_keys = (self.f_a(audio) * self.logit_multiplier) @ self.w_m
         audio_keys = audio_keys.transpose(1, 2)[:, None].expand(b, t, c, t).reshape(b * t, c, t)  # [B*T(q), C, T(p)]
         logits = torch.bmm(tokens, audio_keys)  # [B*T(q), HW, T(p)]
         s = logits.view(b, t, hw, t).softmax(dim=2)  # [B, T(q), HW, T(p)], softmax over the pixels of frame q

@@ -1,11 +1,13 @@
 """Record what the S4/MS3 AQFormer computes, from a given copy of the package, for
 tests/modeling/meta_arch/test_s4_ms3_unchanged.py.
 
-The committed file ``reference_s4_ms3.pt`` was produced from the main branch at commit 391fd24, before the
-AVSS model was added, with (run from this repository's root)::
+The committed file ``reference_s4_ms3.pt`` was produced from the package WITHOUT the AVSS model: a checkout of
+main at the merge of the operator seam (8f9e6b6) with the AVSS-model merge reverted
+(``git worktree add --detach ../pre_avss 8f9e6b6 && git -C ../pre_avss revert --no-edit -m 1 eb3c5a2``), with
+(run from this repository's root)::
 
-    OMP_NUM_THREADS=1 /work/main/.venv/bin/python tests/modeling/meta_arch/make_s4_ms3_reference.py \
-        --package-root /work/main --out tests/modeling/meta_arch/reference_s4_ms3.pt
+    OMP_NUM_THREADS=1 .venv/bin/python tests/modeling/meta_arch/make_s4_ms3_reference.py \
+        --package-root ../pre_avss --out tests/modeling/meta_arch/reference_s4_ms3.pt
 
 ``--package-root`` is put first on ``sys.path``, so ``aqformer_d2`` and the configs come from that checkout.
 
@@ -62,8 +64,16 @@ def make_clips(torch, valid):
 
 
 def op_record(torch):
-    """A TorchDispatchMode that records (op name, [(shape, stride, dtype) of each tensor argument])."""
+    """A TorchDispatchMode that records (op name, [(shape, stride, dtype) of each tensor argument]).
+
+    The once-per-process probe of oneDNN's linear op (aqformer_d2.modeling.ops) runs first, outside the
+    recording: otherwise a trace would hold the probe's ops or not depending on whether a model ran earlier in
+    the same process."""
     from torch.utils._python_dispatch import TorchDispatchMode
+
+    from aqformer_d2.modeling.ops.linear_op import onednn_linear_available
+
+    onednn_linear_available()
 
     class Recorder(TorchDispatchMode):
         def __init__(self):

@@ -1,7 +1,10 @@
 """ABTI, eq. (9)-(12)."""
 import pytest
 import torch
+from torch import nn
+from torch.nn import functional as F
 
+from aqformer_d2.modeling.pixel_decoder import abti as abti_module
 from aqformer_d2.modeling.pixel_decoder.abti import ABTI
 
 B, T, C, CA, CB, H, W = 2, 3, 8, 6, 8, 4, 5
@@ -97,7 +100,7 @@ def test_eq9_logit_scale(logit_scale, divisor):
     frames = feats.flatten(2).transpose(1, 2).reshape(B, T, H * W, C)
     s, _ = abti.gather(audio, frames)
     b, p, q = 1, 0, 2
-    logits = abti.f_m(frames[b, q]) @ abti.f_a(audio[b, p])  # [HW], written out directly
+    logits = F.linear(frames[b, q], abti.w_m) @ abti.f_a(audio[b, p])  # [HW], f_m(F_q) f_a(A_p)^T written out
     assert torch.allclose(s[b, p, q], (logits / divisor).softmax(dim=0), atol=1e-6)
 
 
@@ -123,7 +126,7 @@ def _literal_forward(abti, feats, audio):
     b, t, _ = audio.shape
     bt, c, h, w = feats.shape
     frames = feats.flatten(2).transpose(1, 2).reshape(b, t, h * w, c)  # [B, T, HW, C]
-    logits = torch.einsum("bpc,bqnc->bpqn", abti.f_a(audio), abti.f_m(frames)) * abti.logit_multiplier
+    logits = torch.einsum("bpc,bqnc->bpqn", abti.f_a(audio), F.linear(frames, abti.w_m)) * abti.logit_multiplier
     s = logits.softmax(dim=-1)  # [B, T(p), T(q), HW]
     o = torch.einsum("bpqn,bqnc->bpqc", s, abti.f_n(frames))  # [B, T(p), T(q), C_b]
     o_hat = abti.interact(o)
@@ -134,7 +137,7 @@ def _literal_forward(abti, feats, audio):
 @pytest.mark.parametrize("layout", ["nchw", "nhwc", "strided"])
 def test_forward_and_gradients_match_the_equations_as_printed(layout):
     """The re-associated eq. (9)-(10) against the literal form, float64: outputs and the gradients of every
-    parameter (f_m and f_n now act on pooled / audio rows) and of the features agree to round-off. Sums of
+    parameter (W_m and f_n act on audio / pooled rows in the module) and of the features agree to round-off. Sums of
     at most H*W*C = 160 terms: Higham's bound 2n u sum|terms| < 1e-12 here. Layouts: NCHW, channels_last,
     and a channels_last batch slice of a larger buffer (what the pixel decoder passes at stride 8)."""
     abti = _module()
@@ -164,3 +167,31 @@ def test_forward_and_gradients_match_the_equations_as_printed(layout):
     for name, g, wg in zip(["features", "audio"] + [n for n, _ in abti.named_parameters()], grads, want_grads):
         assert (g - wg).abs().max().item() < 1e-12 * max(1.0, wg.abs().max().item()), name
         assert wg.abs().max().item() > 1e-6, name  # every parameter receives a gradient
+
+
+def test_w_m_is_stored_as_f_m_weight_like_a_bias_free_linear_layer(monkeypatch):
+    """W_m is kept as a bare weight under the state-dict key ``f_m.weight``: the keys, their order, the
+    parameter order and the seeded initial values are those of an ABTI whose f_m is
+    ``nn.Linear(C, C_b, bias=False)``, so checkpoints with that layout load and a seed gives the same
+    model. f_m has no forward: nothing applies it to the pixels."""
+    torch.manual_seed(7)
+    abti = ABTI(feature_dim=C, audio_dim=CA, hidden_dim=CB, num_heads=2)
+    monkeypatch.setattr(abti_module, "LinearMapWeight", lambda out, inp: nn.Linear(inp, out, bias=False))
+    torch.manual_seed(7)
+    as_linear = ABTI(feature_dim=C, audio_dim=CA, hidden_dim=CB, num_heads=2)
+    assert isinstance(as_linear.f_m, nn.Linear) and not isinstance(abti.f_m, nn.Linear)
+    assert list(abti.state_dict()) == list(as_linear.state_dict())
+    assert "f_m.weight" in abti.state_dict() and "f_m.bias" not in abti.state_dict()
+    assert [n for n, _ in abti.named_parameters()] == [n for n, _ in as_linear.named_parameters()]
+    assert all(torch.equal(a, b) for a, b in zip(abti.state_dict().values(), as_linear.state_dict().values()))
+    assert abti.w_m is abti.f_m.weight and abti.w_m.shape == (CB, C)
+    # a checkpoint of the nn.Linear layout loads strictly, and the module then computes the same output
+    torch.manual_seed(8)
+    other = ABTI(feature_dim=C, audio_dim=CA, hidden_dim=CB, num_heads=2)
+    other.load_state_dict(as_linear.state_dict(), strict=True)
+    feats, audio = (t.float() for t in _inputs())
+    with torch.no_grad():
+        assert torch.equal(other.eval()(feats, audio), abti.eval()(feats, audio))
+    with pytest.raises(NotImplementedError):
+        abti.f_m(torch.zeros(1, C))
+
