@@ -112,18 +112,6 @@ def plot_per_class(rows: Sequence[Dict], path: str, title: str) -> None:
     plt.close(fig)
 
 
-def class_overlay(frame: np.ndarray, classes: np.ndarray, colors: Sequence, alpha: float = 0.55) -> np.ndarray:
-    """``frame`` uint8 [H, W, 3] with every pixel of class k >= 1 in ``classes`` int [H, W] blended with
-    ``colors[k]`` (background, class 0, left as it is)."""
-    from aqformer_d2.utils.visualize import overlay_mask
-
-    out = frame
-    for k in np.unique(classes):
-        if k > 0:
-            out = overlay_mask(out, classes == k, tuple(int(c) for c in colors[k]), alpha)
-    return out
-
-
 def overlay_figure(cfg, weights: str, path: str, clips: int = 3, cell: int = 112) -> None:
     """Ground truth and prediction of the first test clip of each subset (up to ``clips``), coloured by class on
     the dimmed frames, with a legend of class names (PNG at ``path``)."""
@@ -134,6 +122,7 @@ def overlay_figure(cfg, weights: str, path: str, clips: int = 3, cell: int = 112
     from aqformer_d2.data import build_aq_dataset_mapper
     from aqformer_d2.data.datasets.register_avss import avss_palette, read_avss_label
     from aqformer_d2.engine import AQFormerTrainer
+    from aqformer_d2.utils.visualize import overlay_classes
     from detectron2.data import DatasetCatalog, MetadataCatalog
 
     name = cfg.DATASETS.TEST[0]
@@ -165,7 +154,7 @@ def overlay_figure(cfg, weights: str, path: str, clips: int = 3, cell: int = 112
                 else:
                     cls = pred[t]
                 dimmed = (frame.astype(np.float32) * 0.45 + 70).astype(np.uint8)  # so the class colours stand out
-                tile = Image.fromarray(class_overlay(dimmed, cls, colors, alpha=0.8)).resize((cell, cell), Image.NEAREST)
+                tile = Image.fromarray(overlay_classes(dimmed, cls, colors, alpha=0.8)).resize((cell, cell), Image.NEAREST)
                 canvas.paste(tile, (t * cell, top + label_h))
     x, y = 4, canvas.height - legend_h + 4
     for k, n in enumerate(classes[1:], start=1):
