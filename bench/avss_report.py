@@ -1,7 +1,7 @@
 """The AVSS rows of bench.synthavs_benchmark: figures from the evaluator's results, the goals, the per-class
 table, the per-class chart and class-coloured overlays of a trained model.
 
-    .venv/bin/python -m bench.avss_report RECORD.json [--chart PNG] [--weights model_final.pth --overlays PNG]
+    .venv/bin/python -m bench.avss_report RECORD.json [RECORD.json ...] [--chart PNG] [--weights model_final.pth --overlays PNG]
 
 ``RECORD.json`` is what ``bench.synthavs_benchmark --tasks avss`` writes. ``--chart``: per-class IoU (official
 protocol) of every AVSS row, one bar group per class, with the frames each class appears in. ``--overlays``:
@@ -112,21 +112,9 @@ def plot_per_class(rows: Sequence[Dict], path: str, title: str) -> None:
     plt.close(fig)
 
 
-def class_overlay(frame: np.ndarray, classes: np.ndarray, colors: Sequence, alpha: float = 0.55) -> np.ndarray:
-    """``frame`` uint8 [H, W, 3] with every pixel of class k >= 1 in ``classes`` int [H, W] blended with
-    ``colors[k]`` (background, class 0, left as it is)."""
-    from aqformer_d2.utils.visualize import overlay_mask
-
-    out = frame
-    for k in np.unique(classes):
-        if k > 0:
-            out = overlay_mask(out, classes == k, tuple(int(c) for c in colors[k]), alpha)
-    return out
-
-
 def overlay_figure(cfg, weights: str, path: str, clips: int = 3, cell: int = 112) -> None:
-    """Ground truth and prediction of the first test clip of each subset (up to ``clips``), coloured by class,
-    with a legend of class names (PNG at ``path``)."""
+    """Ground truth and prediction of the first test clip of each subset (up to ``clips``), coloured by class on
+    the dimmed frames, with a legend of class names (PNG at ``path``)."""
     import torch
     from PIL import Image, ImageDraw
 
@@ -134,6 +122,7 @@ def overlay_figure(cfg, weights: str, path: str, clips: int = 3, cell: int = 112
     from aqformer_d2.data import build_aq_dataset_mapper
     from aqformer_d2.data.datasets.register_avss import avss_palette, read_avss_label
     from aqformer_d2.engine import AQFormerTrainer
+    from aqformer_d2.utils.visualize import overlay_classes
     from detectron2.data import DatasetCatalog, MetadataCatalog
 
     name = cfg.DATASETS.TEST[0]
@@ -164,7 +153,8 @@ def overlay_figure(cfg, weights: str, path: str, clips: int = 3, cell: int = 112
                     cls = read_avss_label(lab, palette) if lab is not None else np.zeros(frame.shape[:2], np.int64)
                 else:
                     cls = pred[t]
-                tile = Image.fromarray(class_overlay(frame, cls, colors)).resize((cell, cell), Image.NEAREST)
+                dimmed = (frame.astype(np.float32) * 0.45 + 70).astype(np.uint8)  # so the class colours stand out
+                tile = Image.fromarray(overlay_classes(dimmed, cls, colors, alpha=0.8)).resize((cell, cell), Image.NEAREST)
                 canvas.paste(tile, (t * cell, top + label_h))
     x, y = 4, canvas.height - legend_h + 4
     for k, n in enumerate(classes[1:], start=1):
@@ -176,23 +166,28 @@ def overlay_figure(cfg, weights: str, path: str, clips: int = 3, cell: int = 112
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("record", help="JSON written by bench.synthavs_benchmark --tasks avss")
+    p.add_argument("records", nargs="+",
+                   help="JSON written by bench.synthavs_benchmark --tasks avss; several (e.g. the full model with "
+                        "swap, and a --no-full blind run) are read as one benchmark, their minutes added")
     p.add_argument("--chart", help="per-class IoU chart (PNG)")
     p.add_argument("--weights", help="trained full model, for --overlays")
     p.add_argument("--config", help="config of --weights (default: the full-model run's OUTPUT_DIR/config.yaml)")
     p.add_argument("--overlays", help="class-coloured overlays of test clips (PNG)")
     args = p.parse_args(argv)
-    with open(args.record) as f:
-        record = json.load(f)
-    rows = [r for r in record["rows"] if r["task"] == "avss"]
+    records = []
+    for path in args.records:
+        with open(path) as f:
+            records.append(json.load(f))
+    rows = [r for rec in records for r in rec["rows"] if r["task"] == "avss"]
     if not rows:
-        raise SystemExit(f"{args.record}: no AVSS rows (run bench.synthavs_benchmark --tasks avss)")
+        raise SystemExit(f"{args.records}: no AVSS rows (run bench.synthavs_benchmark --tasks avss)")
+    isas = {rec["machine"]["isa"] for rec in records}
+    minutes = round(sum(rec["total_minutes"] for rec in records), 1)
     print("\n".join(per_class_table(rows)))
-    print("\n".join(avss_goal_lines(rows, record["total_minutes"], record["machine"]["isa"])))
+    print("\n".join(avss_goal_lines(rows, minutes, " / ".join(sorted(isas)))))
     if args.chart:
-        full = rows[0]
-        plot_per_class(rows, args.chart, f"SynthAVS-semantic test, official AVSS metric; {full['iterations']} "
-                                         f"iterations x {full['clips_per_iteration']} clips ({record['command']})")
+        its = sorted({f"{r['iterations']} iterations x {r['clips_per_iteration']} clips" for r in rows})
+        plot_per_class(rows, args.chart, f"SynthAVS-semantic test, official AVSS metric (tiny model, {', '.join(its)})")
         print(f"wrote {args.chart}")
     if args.overlays:
         if not args.weights:

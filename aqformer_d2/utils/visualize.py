@@ -4,7 +4,7 @@ from typing import Dict, List, Sequence, Tuple
 import numpy as np
 from PIL import Image, ImageDraw
 
-__all__ = ["overlay_mask", "clip_overlay_grid", "save_loss_curve"]
+__all__ = ["overlay_mask", "overlay_classes", "clip_overlay_grid", "save_loss_curve"]
 
 PRED_COLOR = (255, 40, 40)
 GT_COLOR = (40, 220, 40)
@@ -29,6 +29,24 @@ def overlay_mask(frame: np.ndarray, mask: np.ndarray, color: Tuple[int, int, int
     sel = mask.astype(bool)
     out[sel] = (1.0 - alpha) * out[sel] + alpha * np.asarray(color, dtype=np.float32)
     return out.round().clip(0, 255).astype(np.uint8)
+
+
+def overlay_classes(frame: np.ndarray, labels: np.ndarray, colors: Sequence, alpha: float = 0.5) -> np.ndarray:
+    """Blend each class's colour into ``frame`` where ``labels`` has that class; background (0) is left as it is.
+
+    Args:
+        frame: uint8 [H, W, 3] RGB.
+        labels: int [H, W] class indices, same size as the frame.
+        colors: [K, 3] RGB per class (e.g. a dataset's "stuff_colors").
+        alpha: opacity of the colours.
+    Returns:
+        uint8 [H, W, 3].
+    """
+    out = frame
+    for k in np.unique(labels):
+        if k > 0:
+            out = overlay_mask(out, labels == k, tuple(int(c) for c in colors[k]), alpha)
+    return out
 
 
 def clip_overlay_grid(clips: Sequence[Dict], cell: int = 128, label_height: int = 14) -> Image.Image:

@@ -77,15 +77,3 @@ def test_overlays_of_the_trained_model(record, tmp_path):
     # 3 clips (v1s, v1m, v2) x 2 rows, 10 frame columns of 112 px, plus the legend strip
     assert img.size == (10 * 112, 3 * 2 * (112 + 14) + 22)
     assert chart.stat().st_size > 1000
-
-
-def test_class_overlay_colours_only_object_pixels():
-    import numpy as np
-
-    frame = np.full((4, 4, 3), 100, np.uint8)
-    classes = np.zeros((4, 4), np.int64)
-    classes[0, :2], classes[3, 3] = 1, 2
-    colors = [(0, 0, 0), (200, 0, 0), (0, 200, 0)]
-    out = avss_report.class_overlay(frame, classes, colors, alpha=0.5)
-    assert (out[classes == 0] == 100).all()
-    assert tuple(out[0, 0]) == (150, 50, 50) and tuple(out[3, 3]) == (50, 150, 50)
