@@ -6,7 +6,7 @@ Same backbone, audio encoder, pixel decoder (eq. 1-2, ABTI eq. 9-12) and preproc
 frame with a (K+1)-way class head, MODEL.AQFORMER.TRANSFORMER_DECODER_NAME "AudioQueriedSemanticDecoder"); the
 losses are :class:`AQSemanticCriterion`; inference is Mask2Former's semantic inference.
 
-Input (AVSS_CONTRACT: the clip dict of ``AVSSClipMapper``): "images" uint8 [T, 3, H, W], "audio" float
+Input (the clip dict of ``AVSSClipMapper``, docs/interfaces.md): "images" uint8 [T, 3, H, W], "audio" float
 [T, 1, 96, 64], training: "sem_seg" int64 [T, H, W] (0..K-1, 255 = no supervision), "mask_valid" bool [T],
 "frame_valid" bool [T] (optional: all True when absent). Output: training -> dict of scalar losses; inference ->
 one dict per clip ``{"sem_seg": float32 [T, K, height, width]}``, the per-class scores

@@ -1,5 +1,5 @@
 """The AVSS model ("AQFormerSemantic") end to end on the tiny AVSS config with synthetic clip dicts built as
-/work/wt/AVSS_CONTRACT.md describes the AVSSClipMapper's output (padded frames, unlabelled frames, 255)."""
+docs/interfaces.md and docs/avss.md describe the AVSSClipMapper's output (padded frames, unlabelled frames, 255)."""
 import pytest
 import torch
 from detectron2.modeling import META_ARCH_REGISTRY, build_model
