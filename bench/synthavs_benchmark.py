@@ -54,6 +54,8 @@ def parse_args(argv=None):
                    help="SynthAVS-semantic folder (generated there if absent; default $DETECTRON2_DATASETS/SynthAVS_semantic)")
     p.add_argument("--avss-clips", type=int, nargs=3, metavar=("TRAIN", "VAL", "TEST"), default=None,
                    help="SynthAVS-semantic clips per subset and split (default: v1s 300/30/30, v1m 300/30/30, v2 150/15/15)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="the run's seed: cfg.SEED (sample stream, per-step seeds) and the model's initialisation")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--output", default=str(RESULTS))
     p.add_argument("opts", nargs=argparse.REMAINDER, help="extra config overrides for every run")
@@ -61,7 +63,7 @@ def parse_args(argv=None):
 
 
 def _row(task: str, variant: str, cfg, minutes: float, results: dict) -> dict:
-    row = {"task": task, "variant": variant, "iterations": cfg.SOLVER.MAX_ITER,
+    row = {"task": task, "variant": variant, "seed": int(cfg.SEED), "iterations": cfg.SOLVER.MAX_ITER,
            "clips_per_iteration": cfg.SOLVER.IMS_PER_BATCH, "train_minutes": round(minutes, 2)}
     if task == "avss":
         row.update(avss_row(results))
@@ -71,8 +73,8 @@ def _row(task: str, variant: str, cfg, minutes: float, results: dict) -> dict:
 
 
 def run_one(task: str, variant: str, args, root: str) -> dict:
-    out_dir = os.path.join(args.output, "synthavs_runs", f"{task}_{variant}")
-    opts = ["OUTPUT_DIR", out_dir, ROOT_KEYS[task], root] + list(args.opts)
+    out_dir = os.path.join(args.output, "synthavs_runs", f"{task}_{variant}_seed{args.seed}")
+    opts = ["OUTPUT_DIR", out_dir, ROOT_KEYS[task], root, "SEED", str(args.seed)] + list(args.opts)
     if args.iters is not None:
         opts += ["SOLVER.MAX_ITER", str(args.iters)]
     if variant == "blind":
@@ -80,7 +82,7 @@ def run_one(task: str, variant: str, args, root: str) -> dict:
     if variant == "vanilla":
         opts += VANILLA[task]
     cfg = bench_cfg(os.path.join("configs", "synthavs", f"aqformer_tiny_{task}.yaml"), opts, device=None)
-    torch.manual_seed(0)
+    torch.manual_seed(args.seed)  # the model's initialisation
     model, results, seconds = train_and_evaluate(cfg)
     rows = [_row(task, variant, cfg, seconds / 60, results)]
     if variant == "full" and "swap" in args.controls:
@@ -113,6 +115,7 @@ def main(argv=None):
     os.makedirs(args.output, exist_ok=True)
     roots = {task: dataset_root(task, args) for task in args.tasks}
     rows = []
+    load_start = os.getloadavg()
     start = time.perf_counter()
     for task in args.tasks:
         variants = ([] if args.no_full else ["full"]) + [c for c in args.controls if c != "swap"]
@@ -124,12 +127,14 @@ def main(argv=None):
     report = {
         "command": ".venv/bin/python -m bench.synthavs_benchmark " + " ".join(argv if argv is not None else sys.argv[1:]),
         "machine": dict(machine(), torch_threads=args.threads),
+        # 1/5/15-minute load averages at the start and end: a busy machine's times are not idle-machine times
+        "load_average": {"start": [round(x, 2) for x in load_start], "end": [round(x, 2) for x in os.getloadavg()]},
         "synthavs": BENCHMARK_PARAMS,
         "synthavs_semantic": avss_params(args) if "avss" in args.tasks else None,
         "total_minutes": round(total / 60, 1),
         "rows": rows,
     }
-    tag = "_".join(args.tasks) + ("_" + "_".join(args.controls) if args.no_full else "")
+    tag = "_".join(args.tasks) + ("_" + "_".join(args.controls) if args.no_full else "") + f"_seed{args.seed}"
     with open(os.path.join(args.output, f"synthavs_benchmark_{tag}.json"), "w") as f:
         json.dump(report, f, indent=2)
     m = report["machine"]

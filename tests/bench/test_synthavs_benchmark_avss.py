@@ -24,7 +24,7 @@ def record(tmp_path_factory):
 
 def test_avss_rows_full_swap_blind(record):
     report, out = record
-    on_disk = json.load(open(out / "synthavs_benchmark_avss.json"))
+    on_disk = json.load(open(out / "synthavs_benchmark_avss_seed0.json"))
     assert on_disk["rows"] == json.loads(json.dumps(report["rows"]))
     assert on_disk["synthavs_semantic"]["n_test"] == 2 and on_disk["machine"]["isa"] in ("AVX-512", "AVX2")
     variants = [r["variant"].split(" ")[0] for r in report["rows"]]
@@ -41,8 +41,8 @@ def test_avss_rows_full_swap_blind(record):
         assert r["mIoU_noBg"] == pytest.approx(sum(ious[1:]) / 8, abs=1e-9)
     # the swap row evaluates the same trained model: same frame counts, another clip's audio
     assert report["rows"][1]["train_minutes"] == 0.0
-    assert os.path.exists(out / "synthavs_runs" / "avss_full" / "model_final.pth")
-    assert os.path.exists(out / "synthavs_runs" / "avss_blind" / "model_final.pth")
+    assert os.path.exists(out / "synthavs_runs" / "avss_full_seed0" / "model_final.pth")
+    assert os.path.exists(out / "synthavs_runs" / "avss_blind_seed0" / "model_final.pth")
 
 
 def test_report_table_goals_and_chart(record, tmp_path):
@@ -68,8 +68,8 @@ def test_overlays_of_the_trained_model(record, tmp_path):
     """bench.avss_report's command line: table, chart and the class-coloured overlays from the record's full model."""
     _, out = record
     chart, overlays = tmp_path / "chart.png", tmp_path / "overlays.png"
-    avss_report.main([str(out / "synthavs_benchmark_avss.json"), "--chart", str(chart),
-                      "--weights", str(out / "synthavs_runs" / "avss_full" / "model_final.pth"),
+    avss_report.main([str(out / "synthavs_benchmark_avss_seed0.json"), "--chart", str(chart),
+                      "--weights", str(out / "synthavs_runs" / "avss_full_seed0" / "model_final.pth"),
                       "--overlays", str(overlays)])
     from PIL import Image
 
