@@ -71,6 +71,7 @@ from PIL import Image
 from aqformer_d2.audio.video import FRAME_POSITIONS, iter_video_frames, write_video
 from aqformer_d2.data.datasets.register_avss import load_label2idx
 from aqformer_d2.engine import build_cfg
+from aqformer_d2.utils.visualize import overlay_classes
 from aqformer_d2.inference import (
     BACKENDS,
     ClipOutput,
@@ -198,15 +199,6 @@ def _legend(cfg, args, output: ClipOutput) -> Legend:
     return output.legend(meta, names)
 
 
-def _blend(rgb: np.ndarray, labels: np.ndarray, colors: np.ndarray) -> np.ndarray:
-    """Tint the pixels of an RGB uint8 ``[H, W, 3]`` frame by their label ``[H, W]``: 50 % frame + 50 % the
-    label's colour (``colors`` uint8 ``[K, 3]``); background (label 0) is left as it is."""
-    out = rgb.copy()
-    fg = labels > 0  # [H, W]
-    out[fg] = (rgb[fg] >> 1) + (colors[labels[fg]] >> 1)
-    return out
-
-
 def _text(img: np.ndarray, text: str, org, scale: float, thickness: int) -> None:
     """White text with a black outline (readable on any frame)."""
     cv2.putText(img, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), thickness + 2, cv2.LINE_AA)
@@ -236,7 +228,7 @@ def _draw_legend(img: np.ndarray, legend: Legend, present: List[int]) -> np.ndar
 def _render(rgb: np.ndarray, labels: np.ndarray, legend: Legend) -> np.ndarray:
     """One overlay frame: labels blended over the frame, and the legend of the classes on screen."""
     present = [int(k) for k in np.unique(labels) if k > 0]
-    return _draw_legend(_blend(rgb, labels, legend.colors), legend, present)
+    return _draw_legend(overlay_classes(rgb, labels, legend.colors), legend, present)
 
 
 def _class_areas(labels: np.ndarray, legend: Legend) -> dict:

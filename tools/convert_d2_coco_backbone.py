@@ -18,19 +18,16 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import sys
 from typing import List, Optional
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
-
-import aqformer_d2  # noqa: E402,F401  (detectron2 compatibility before detectron2 imports)
-from aqformer_d2.checkpoint import load_coco_backbone, local_weight_file, save_weights_checkpoint  # noqa: E402
-from aqformer_d2.engine import build_cfg  # noqa: E402
-from aqformer_d2.modeling import build_aq_backbone  # noqa: E402
+import aqformer_d2  # noqa: F401  (detectron2 compatibility before detectron2 imports)
+from aqformer_d2.checkpoint import load_coco_backbone, local_weight_file, save_weights_checkpoint
+from aqformer_d2.engine import build_cfg
+from aqformer_d2.modeling import build_aq_backbone
 
 logger = logging.getLogger("convert_d2_coco_backbone")
 
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_CONFIG = os.path.join(REPO, "configs", "avsbench", "s4", "aqformer_R50.yaml")
 
 

@@ -17,13 +17,10 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import sys
 from typing import List, Optional
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-import aqformer_d2  # noqa: E402,F401  (detectron2 compatibility before detectron2 imports)
-from aqformer_d2.checkpoint import (  # noqa: E402
+import aqformer_d2  # noqa: F401  (detectron2 compatibility before detectron2 imports)
+from aqformer_d2.checkpoint import (
     convert_torchvision_resnet_state_dict,
     load_state_dict_file,
     local_weight_file,

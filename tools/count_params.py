@@ -11,15 +11,12 @@ decoder (eq. 1-2, deformable encoder, ABTI), the transformer decoder and the who
 """
 import argparse
 import sys
-from pathlib import Path
 from typing import Dict, List, Tuple
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import aqformer_d2  # noqa: E402,F401  (registers the components; must precede detectron2.modeling)
-from aqformer_d2.engine import build_cfg  # noqa: E402
-from aqformer_d2.modeling import build_aq_model  # noqa: E402
-from torch import nn  # noqa: E402
+import aqformer_d2  # noqa: F401  (registers the components; must precede detectron2.modeling)
+from aqformer_d2.engine import build_cfg
+from aqformer_d2.modeling import build_aq_model
+from torch import nn
 
 PARTS = (
     ("backbone", "backbone"),

@@ -21,17 +21,14 @@ import logging
 import os
 import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import aqformer_d2  # noqa: F401  (registers the components; must precede detectron2.modeling)
+from aqformer_d2.engine import build_cfg
+import numpy as np
+import torch
+from detectron2.utils.logger import setup_logger
 
-import aqformer_d2  # noqa: E402,F401  (registers the components; must precede detectron2.modeling)
-from aqformer_d2.engine import build_cfg  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from detectron2.utils.logger import setup_logger  # noqa: E402
-
-from aqformer_d2.inference import (  # noqa: E402
+from aqformer_d2.inference import (
     DEFAULT_OPSET,
     OnnxRuntimeSegmenter,
     TorchSegmenter,

@@ -40,9 +40,9 @@ def overlay_classes(frame: np.ndarray, labels: np.ndarray, colors: Sequence, alp
         colors: [K, 3] RGB per class (e.g. a dataset's "stuff_colors").
         alpha: opacity of the colours.
     Returns:
-        uint8 [H, W, 3].
+        uint8 [H, W, 3], a new array (also when no class is present: callers draw on it).
     """
-    out = frame
+    out = np.array(frame, dtype=np.uint8, copy=True)
     for k in np.unique(labels):
         if k > 0:
             out = overlay_mask(out, labels == k, tuple(int(c) for c in colors[k]), alpha)

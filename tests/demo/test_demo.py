@@ -92,15 +92,22 @@ def test_bigbuckbunny_overlay_video(bbb_run):
 
 
 def test_overlay_tints_mask_pixels_only(demo):
-    rgb = np.random.default_rng(0).integers(0, 256, (6, 8, 3), dtype=np.uint8)
-    labels = np.zeros((6, 8), np.uint8)
-    labels[2:4, 3:7] = 1
-    labels[5, :2] = 2
+    """The demo's frame = the package's class overlay (background untinted), with the legend drawn top left."""
+    from aqformer_d2.inference import Legend
+    from aqformer_d2.utils.visualize import overlay_classes
+
+    rgb = np.random.default_rng(0).integers(0, 256, (120, 160, 3), dtype=np.uint8)
+    labels = np.zeros((120, 160), np.uint8)
+    labels[80:100, 100:140] = 1
+    labels[110:, 60:90] = 2
     colors = np.array([[9, 9, 9], [255, 40, 40], [0, 128, 64]], np.uint8)
-    out = demo._blend(rgb, labels, colors)
-    np.testing.assert_array_equal(out[labels == 0], rgb[labels == 0])  # background: not tinted
-    for k in (1, 2):
-        np.testing.assert_array_equal(out[labels == k], (rgb[labels == k] >> 1) + (colors[k] >> 1))
+    out = demo._render(rgb, labels, Legend(["background", "dog", "car"], colors))
+    below_legend = np.s_[70:, 50:]  # the legend of two classes sits in the top-left corner
+    np.testing.assert_array_equal(out[below_legend], overlay_classes(rgb, labels, colors)[below_legend])
+    shown, frame, lab = out[below_legend], rgb[below_legend], labels[below_legend]
+    np.testing.assert_array_equal(shown[lab == 0], frame[lab == 0])  # background: not tinted
+    assert (shown[lab == 1] != frame[lab == 1]).any()
+    assert (out[:40, :50] != rgb[:40, :50]).any()  # legend drawn
 
 
 def _write_frames_and_wav(folder, n, size, seconds, rate=22050):
