@@ -47,38 +47,93 @@ def _short(variant: str) -> str:
     return variant.split(" ")[0]
 
 
+def by_variant(rows: Sequence[Dict]) -> Dict[str, List[Dict]]:
+    """Variant short name ("full", "swap", "blind", "vanilla") -> its rows in seed order, one per seed (a row
+    without "seed" is seed 0). Two rows of one variant and seed are refused: they would be averaged twice."""
+    out: Dict[str, List[Dict]] = {}
+    for r in rows:
+        out.setdefault(_short(r["variant"]), []).append(r)
+    for name, group in out.items():
+        seeds = [int(r.get("seed", 0)) for r in group]
+        if len(set(seeds)) != len(seeds):
+            raise ValueError(f"avss_report: variant {name!r} has several rows of seed(s) "
+                             f"{sorted(s for s in set(seeds) if seeds.count(s) > 1)}; give each record once")
+        group.sort(key=lambda r: int(r.get("seed", 0)))
+    return out
+
+
+def seed_mean(group: Sequence[Dict]) -> Dict:
+    """The mean over seeds of one variant's rows: mIoU, Fscore, mIoU_noBg, Fscore_noBg and per-class IoU /
+    F, with "seeds" (the seeds) and "mIoU_seeds" (each seed's mIoU) for the spread."""
+    keys = ("mIoU", "Fscore", "mIoU_noBg", "Fscore_noBg")
+    names = list(group[0]["per_class"])
+    return {
+        "variant": group[0]["variant"],
+        **{k: float(np.mean([r[k] for r in group])) for k in keys},
+        "per_class": {n: {"IoU": float(np.mean([r["per_class"][n]["IoU"] for r in group])),
+                          "F": float(np.mean([r["per_class"][n]["F"] for r in group])),
+                          "frames": group[0]["per_class"][n]["frames"]} for n in names},
+        "seeds": [int(r.get("seed", 0)) for r in group],
+        "mIoU_seeds": [float(r["mIoU"]) for r in group],
+    }
+
+
 def per_class_table(rows: Sequence[Dict]) -> List[str]:
-    """Markdown: one line per class (frames with the class in the ground truth, IoU of each row), then the
-    means (mIoU with and without background) and F."""
-    names = list(rows[0]["per_class"])
-    head = "| class | frames | " + " | ".join(f"IoU {_short(r['variant'])}" for r in rows) + " |"
-    lines = [head, "|---|---:|" + "---:|" * len(rows)]
+    """Markdown: one line per class (frames with the class in the ground truth, IoU of each variant: the mean
+    over its seeds), then the means (mIoU with and without background) and F; with more than one seed, a last
+    line gives each seed's mIoU."""
+    means = [seed_mean(g) for g in by_variant(rows).values()]
+    names = list(means[0]["per_class"])
+    several = any(len(m["seeds"]) > 1 for m in means)
+    columns = [f"IoU {_short(m['variant'])}" + (f" (mean of {len(m['seeds'])} seeds)" if several else "")
+               for m in means]
+    head = "| class | frames | " + " | ".join(columns) + " |"
+    lines = [head, "|---|---:|" + "---:|" * len(means)]
     for n in names:
-        lines.append(f"| {n} | {rows[0]['per_class'][n]['frames']} | "
-                     + " | ".join(f"{r['per_class'][n]['IoU']:.3f}" for r in rows) + " |")
+        lines.append(f"| {n} | {means[0]['per_class'][n]['frames']} | "
+                     + " | ".join(f"{m['per_class'][n]['IoU']:.3f}" for m in means) + " |")
     for key, label in (("mIoU", "**mIoU (background included)**"), ("mIoU_noBg", "mIoU without background"),
                        ("Fscore", "F (background included)")):
-        lines.append(f"| {label} | | " + " | ".join(f"{r[key]:.3f}" for r in rows) + " |")
+        lines.append(f"| {label} | | " + " | ".join(f"{m[key]:.3f}" for m in means) + " |")
+    if several:
+        lines.append("| mIoU per seed | | " + " | ".join(
+            " / ".join(f"{s}: {v:.3f}" for s, v in zip(m["seeds"], m["mIoU_seeds"])) for m in means) + " |")
     return lines
 
 
+def _each_seed(values: Sequence) -> str:
+    """" (seed 0: 0.612, seed 1: 0.634)" for (seed, value) pairs; "" for one seed."""
+    if len(values) < 2:
+        return ""
+    return " (" + ", ".join(f"seed {s}: {v:.3f}" for s, v in values) + ")"
+
+
 def avss_goal_lines(rows: Sequence[Dict], total_minutes: float, isa: str) -> List[str]:
-    """One line per goal: the measured figure, the goal and met / not met (a goal whose row is missing is
-    said to be not measured)."""
-    by = {_short(r["variant"]): r for r in rows}
+    """One line per goal: the measured figure (the mean over seeds, and each seed's when there are several),
+    the goal and met / not met. A goal is met only when it is met in every seed; a drop is taken per seed
+    (full model minus control of the same seed). A goal whose row is missing is said to be not measured."""
+    groups = by_variant(rows)
     lines = []
-    full = by.get("full")
+    full = groups.get("full")
     if full is None:
         return ["goals: not measured (no full-model row)"]
-    ok = full["mIoU"] >= GOAL_FULL_MIOU
-    lines.append(f"goal full mIoU >= {GOAL_FULL_MIOU}: {full['mIoU']:.3f} -> {'met' if ok else 'NOT met'}")
+    full_by_seed = {int(r.get("seed", 0)): r["mIoU"] for r in full}
+    vals = sorted(full_by_seed.items())
+    ok = all(v >= GOAL_FULL_MIOU for _, v in vals)
+    lines.append(f"goal full mIoU >= {GOAL_FULL_MIOU}: {np.mean([v for _, v in vals]):.3f}{_each_seed(vals)} -> "
+                 f"{'met' if ok else 'NOT met'}")
     for name, goal in (("swap", GOAL_SWAP_DROP), ("blind", GOAL_BLIND_DROP)):
-        if name not in by:
+        control = {int(r.get("seed", 0)): r["mIoU"] for r in groups.get(name, [])}
+        paired = sorted(set(control) & set(full_by_seed))
+        if not paired:
             lines.append(f"goal {name} >= {goal} below the full model: not measured")
             continue
-        drop = full["mIoU"] - by[name]["mIoU"]
-        lines.append(f"goal {name} >= {goal} below the full model: {by[name]['mIoU']:.3f}, {drop:.3f} below -> "
-                     f"{'met' if drop >= goal else 'NOT met'}")
+        drops = [(s, full_by_seed[s] - control[s]) for s in paired]
+        mean_control = np.mean([control[s] for s in paired])
+        mean_drop = np.mean([d for _, d in drops])
+        met = all(d >= goal for _, d in drops)
+        lines.append(f"goal {name} >= {goal} below the full model: {mean_control:.3f}, {mean_drop:.3f} below"
+                     f"{_each_seed(drops)} -> {'met' if met else 'NOT met'}")
     when = "met" if total_minutes <= GOAL_MINUTES_AVX512 else "NOT met"
     if isa != "AVX-512":
         when = f"not measurable here ({isa} machine; the goal is for AVX-512, expect about 4x longer on AVX2)"
@@ -88,21 +143,27 @@ def avss_goal_lines(rows: Sequence[Dict], total_minutes: float, isa: str) -> Lis
 
 
 def plot_per_class(rows: Sequence[Dict], path: str, title: str) -> None:
-    """Bar chart of the per-class IoU of each row (PNG at ``path``)."""
+    """Bar chart of the per-class IoU of each variant (PNG at ``path``): the mean over seeds, with a bar from
+    the lowest to the highest seed when there are several."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    names = list(rows[0]["per_class"])
+    groups = list(by_variant(rows).values())
+    names = list(groups[0][0]["per_class"])
     x = np.arange(len(names))
-    width = 0.8 / len(rows)
+    width = 0.8 / len(groups)
     fig, ax = plt.subplots(figsize=(1.0 + 0.9 * len(names), 3.6))
-    for i, r in enumerate(rows):
-        vals = [r["per_class"][n]["IoU"] for n in names]
-        ax.bar(x + (i - (len(rows) - 1) / 2) * width, vals, width,
-               label=f"{_short(r['variant'])} (mIoU {r['mIoU']:.3f})")
-    ax.set_xticks(x, [f"{n}\n{rows[0]['per_class'][n]['frames']} fr." for n in names], fontsize=8)
+    for i, group in enumerate(groups):
+        m = seed_mean(group)
+        ious = np.array([[r["per_class"][n]["IoU"] for n in names] for r in group])  # [seeds, classes]
+        mean = ious.mean(0)
+        err = None if len(group) < 2 else np.stack([mean - ious.min(0), ious.max(0) - mean])
+        seeds = "" if len(group) < 2 else f", {len(group)} seeds"
+        ax.bar(x + (i - (len(groups) - 1) / 2) * width, mean, width, yerr=err, capsize=2,
+               label=f"{_short(m['variant'])} (mIoU {m['mIoU']:.3f}{seeds})")
+    ax.set_xticks(x, [f"{n}\n{groups[0][0]['per_class'][n]['frames']} fr." for n in names], fontsize=8)
     ax.set_ylim(0, 1)
     ax.set_ylabel("IoU (official protocol)")
     ax.set_title(title, fontsize=9)
@@ -167,8 +228,9 @@ def overlay_figure(cfg, weights: str, path: str, clips: int = 3, cell: int = 112
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("records", nargs="+",
-                   help="JSON written by bench.synthavs_benchmark --tasks avss; several (e.g. the full model with "
-                        "swap, and a --no-full blind run) are read as one benchmark, their minutes added")
+                   help="JSON written by bench.synthavs_benchmark --tasks avss; several (e.g. one per --seed, or a "
+                        "--no-full blind run) are read as one benchmark: figures are means over seeds, minutes are "
+                        "per seed")
     p.add_argument("--chart", help="per-class IoU chart (PNG)")
     p.add_argument("--weights", help="trained full model, for --overlays")
     p.add_argument("--config", help="config of --weights (default: the full-model run's OUTPUT_DIR/config.yaml)")
@@ -182,7 +244,13 @@ def main(argv=None):
     if not rows:
         raise SystemExit(f"{args.records}: no AVSS rows (run bench.synthavs_benchmark --tasks avss)")
     isas = {rec["machine"]["isa"] for rec in records}
-    minutes = round(sum(rec["total_minutes"] for rec in records), 1)
+    # the command's time for one seed: the sum over the records of each seed, the longest seed
+    per_seed: Dict[int, float] = {}
+    for rec in records:
+        seeds = {int(r.get("seed", 0)) for r in rec["rows"]}
+        for sd in seeds:
+            per_seed[sd] = per_seed.get(sd, 0.0) + rec["total_minutes"]
+    minutes = round(max(per_seed.values()), 1)
     print("\n".join(per_class_table(rows)))
     print("\n".join(avss_goal_lines(rows, minutes, " / ".join(sorted(isas)))))
     if args.chart:

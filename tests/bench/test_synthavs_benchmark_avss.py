@@ -77,3 +77,36 @@ def test_overlays_of_the_trained_model(record, tmp_path):
     # 3 clips (v1s, v1m, v2) x 2 rows, 10 frame columns of 112 px, plus the legend strip
     assert img.size == (10 * 112, 3 * 2 * (112 + 14) + 22)
     assert chart.stat().st_size > 1000
+
+
+def _fake_row(variant, seed, miou, ious):
+    return {"task": "avss", "variant": variant, "seed": seed, "iterations": 10, "clips_per_iteration": 4,
+            "mIoU": miou, "Fscore": miou, "mIoU_noBg": miou, "Fscore_noBg": miou,
+            "per_class": {n: {"IoU": v, "F": v, "frames": 5} for n, v in zip(("background", "dog"), ious)}}
+
+
+def test_report_of_two_seeds_takes_means_and_pairs_drops_by_seed(tmp_path):
+    """Two seeds: the table shows means and each seed's mIoU; a goal is met only when every seed meets it, and a
+    control's drop is taken against the full model of the same seed."""
+    rows = [_fake_row("full", 0, 0.70, (0.9, 0.5)), _fake_row("full", 1, 0.58, (0.9, 0.26)),
+            _fake_row("swap (full model, other clip's audio)", 0, 0.40, (0.9, 0.0)),
+            _fake_row("swap (full model, other clip's audio)", 1, 0.30, (0.9, 0.0)),
+            _fake_row("blind", 0, 0.45, (0.9, 0.0)), _fake_row("blind", 1, 0.45, (0.9, 0.0))]
+    table = avss_report.per_class_table(rows)
+    assert table[0] == "| class | frames | IoU full (mean of 2 seeds) | IoU swap (mean of 2 seeds) | " \
+                       "IoU blind (mean of 2 seeds) |"
+    assert table[3] == "| dog | 5 | 0.380 | 0.000 | 0.000 |"
+    assert table[-1] == "| mIoU per seed | | 0: 0.700 / 1: 0.580 | 0: 0.400 / 1: 0.300 | 0: 0.450 / 1: 0.450 |"
+    goals = avss_report.avss_goal_lines(rows, 20.0, "AVX-512")
+    # full: mean 0.64 but seed 1 below 0.60 -> not met
+    assert goals[0] == "goal full mIoU >= 0.6: 0.640 (seed 0: 0.700, seed 1: 0.580) -> NOT met"
+    # swap: drops 0.30 and 0.28 (paired by seed), both >= 0.25 -> met; pairing across seeds would give 0.40 / 0.18
+    assert goals[1] == ("goal swap >= 0.25 below the full model: 0.350, 0.290 below "
+                        "(seed 0: 0.300, seed 1: 0.280) -> met")
+    # blind: drops 0.25 and 0.13 -> not met although the mean drop 0.19 is close
+    assert goals[2].endswith("(seed 0: 0.250, seed 1: 0.130) -> NOT met")
+    with pytest.raises(ValueError, match="variant 'full' has several rows of seed"):
+        avss_report.per_class_table(rows + [_fake_row("full", 0, 0.1, (0.1, 0.1))])
+    chart = tmp_path / "chart.png"
+    avss_report.plot_per_class(rows, str(chart), "two seeds")
+    assert chart.stat().st_size > 1000
