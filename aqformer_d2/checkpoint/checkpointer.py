@@ -2,10 +2,9 @@
 
 Differences from ``DetectionCheckpointer``:
 
-* files are read by :func:`~aqformer_d2.checkpoint.load_checkpoint_file`: ``.pkl`` (detectron2 / Detectron
-  model zoo, e.g. ``R-50.pkl``) through the restricted unpickler, ``.pth`` / ``.pt`` / ``.bin`` / ``.ckpt``
-  with ``torch.load(weights_only=True)``, ``.safetensors`` with safetensors; arbitrary pickles only with
-  ``trust_pickle=True``; a missing or unreadable file raises an error naming it;
+* files are read by :func:`~aqformer_d2.checkpoint.load_checkpoint_file`, which runs no code from them (``.pkl``
+  files of the detectron2 / Detectron model zoo, e.g. ``R-50.pkl``, through the restricted unpickler; arbitrary
+  pickles only with ``trust_pickle=True``); a missing or unreadable file raises an error naming it;
 * checkpoints and the ``last_checkpoint`` tag are written with :func:`atomic_write`: a process killed while
   saving leaves the previous checkpoint tagged and intact, never a half-written file under a checkpoint's name.
 
@@ -24,9 +23,6 @@ from detectron2.checkpoint import DetectionCheckpointer
 from .loading import PICKLE_SUFFIX, SAFETENSORS_SUFFIX, CheckpointFormatError, load_checkpoint_file
 
 __all__ = ["AQCheckpointer", "atomic_write", "pickle_checkpoint_to_detectron2", "save_weights_checkpoint"]
-
-# Suffix of the file a checkpoint is written to before it is renamed into place.
-PARTIAL_SUFFIX = ".partial"
 
 
 def pickle_checkpoint_to_detectron2(data: Any, source: str) -> Dict[str, Any]:
@@ -72,7 +68,7 @@ def atomic_write(path: str, write: Callable[[IO[bytes]], None]) -> None:
     """
     if "://" in path:
         raise ValueError(f"{path}: checkpoints can only be written atomically to a local directory")
-    partial = path + PARTIAL_SUFFIX
+    partial = path + ".partial"
     try:
         with open(partial, "wb") as f:
             write(f)

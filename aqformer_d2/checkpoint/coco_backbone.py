@@ -7,13 +7,11 @@ COCO-trained detectron2 models hold the whole detector; only their backbone is w
 | ``mask2former`` | ``backbone.stem.*``, ``backbone.res2.*``   | Mask2Former's COCO R50 models (model_final_*.pkl) |
 | ``fpn``         | ``backbone.bottom_up.stem.*``, ``...res2`` | detectron2's R50-FPN models (Mask / Faster R-CNN) |
 
-The layout is the one under whose prefix most of the target backbone's keys exist. Loading into a built
-backbone (:func:`load_coco_backbone`) is strict: every key under the prefix must be a backbone key of the
-right shape and every backbone key must be there (a ResNet-101 checkpoint for a ResNet-50 is an error, not a
-partial load). All other keys (heads, FPN, ``sem_seg_head``) are skipped and reported in one log line.
-Files are read by :func:`~aqformer_d2.checkpoint.load_state_dict_file` (``.pkl`` through the restricted
-unpickler, ``.pth``, ``.safetensors``). The file does not record the input conventions the backbone was
-trained with (channel order, normalisation, ``STRIDE_IN_1X1``); see docs/coco_backbone.md.
+The layout is the one under whose prefix most of the target backbone's keys exist; all other keys (heads,
+FPN, ``sem_seg_head``) are skipped and reported in one log line. Loading into a built backbone
+(:func:`load_coco_backbone`) is strict: a ResNet-101 checkpoint for a ResNet-50 is an error, not a partial
+load. The file does not record the input conventions the backbone was trained with (channel order,
+normalisation, ``STRIDE_IN_1X1``); see docs/coco_backbone.md.
 """
 from __future__ import annotations
 

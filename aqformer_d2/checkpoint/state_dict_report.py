@@ -1,10 +1,8 @@
 """Load a state dict into a module and report what did not match, as a readable table.
 
-:func:`load_state_dict_with_report` compares the checkpoint with ``module.state_dict()`` *before*
-loading: keys the module has but the checkpoint lacks (missing), keys the checkpoint has but the
-module lacks (unexpected) and keys whose shapes differ (mismatched; never loaded). It logs a table,
-returns a :class:`LoadReport`, and in strict mode raises :class:`StateDictLoadError` carrying the
-table without touching the module.
+:func:`load_state_dict_with_report` compares the checkpoint with ``module.state_dict()`` *before* loading
+(:class:`LoadReport`: missing, unexpected and shape-mismatched keys), so that strict mode can refuse a
+checkpoint, with the table, without touching the module.
 """
 from __future__ import annotations
 

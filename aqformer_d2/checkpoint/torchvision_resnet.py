@@ -48,9 +48,7 @@ _DROPPED = re.compile(r"fc\.(weight|bias)|.*num_batches_tracked")
 
 
 def _rename(key: str) -> Optional[str]:
-    """detectron2 name of a torchvision key, None when the key is dropped; KeyError for a foreign key."""
-    if _DROPPED.fullmatch(key):
-        return None
+    """detectron2 name of a torchvision key that is kept, None for a key that is not a torchvision ResNet key."""
     for pattern, name in _RULES:
         m = pattern.fullmatch(key)
         if m:
@@ -58,7 +56,7 @@ def _rename(key: str) -> Optional[str]:
             if "stage" in groups:
                 groups["stage"] = int(groups["stage"]) + 1
             return name.format(**groups)
-    raise KeyError(key)
+    return None
 
 
 def convert_torchvision_resnet_state_dict(
@@ -87,13 +85,10 @@ def convert_torchvision_resnet_state_dict(
     dropped: List[str] = []
     unknown: List[str] = []
     for key, value in tensors.items():
-        try:
-            new_key = _rename(key)
-        except KeyError:
-            unknown.append(key)
-            continue
-        if new_key is None:
+        if _DROPPED.fullmatch(key):
             dropped.append(key)
+        elif (new_key := _rename(key)) is None:
+            unknown.append(key)
         else:
             converted[prefix + new_key] = value
     if unknown:

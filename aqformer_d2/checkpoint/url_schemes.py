@@ -1,5 +1,6 @@
 """Pretrained weights by name: ``torchvision://``, ``torchvggish://``, ``timm://``, ``detectron2://`` and
 ``mask2former://`` URLs, registered with detectron2's ``PathManager`` (iopath) on ``import aqformer_d2``.
+README.md ("Pretrained weights by name") lists the files they name and how each is checked.
 
 A file is downloaded once into the verified cache of :mod:`.weight_cache`. Each URL has two local forms:
 
@@ -12,14 +13,7 @@ A file is downloaded once into the verified cache of :mod:`.weight_cache`. Each 
 * ``"original"`` (``get_local_path(url, form="original")``, for ``MODEL.AUDIO_ENCODER.WEIGHTS`` /
   ``PCA_WEIGHTS``, ``MODEL.TIMM_BACKBONE.WEIGHTS`` and the converter tools): the downloaded file itself.
 
-Names: ``torchvision://resnet50``, ``torchvggish://vggish`` / ``vggish_pca`` (the tables below),
-``timm://<model>[.<tag>]`` (``model.safetensors`` of the Hugging Face repo that timm's pretrained config
-names), ``detectron2://<path>`` and ``mask2former://<path>`` (a path below the model zoo's base URL, e.g.
-``mask2former://coco/panoptic/maskformer2_R50_bs16_50ep/model_final_94dc52.pkl``).
-
-The hex part of the torchvision and torchvggish file names is a SHA-256 prefix by torch hub's convention and
-is checked; timm, detectron2 and Mask2Former files get their hash recorded at first download. Each scheme's
-base URL can be replaced (a mirror, a test server) by ``AQFORMER_<SCHEME>_BASE_URL``, e.g.
+Each scheme's base URL can be replaced (a mirror, a test server) by ``AQFORMER_<SCHEME>_BASE_URL``, e.g.
 ``AQFORMER_TORCHVISION_BASE_URL``; the file's path below the base stays the same.
 """
 from __future__ import annotations
@@ -45,8 +39,7 @@ from .weight_cache import fetch_verified, hash_prefix_from_name, sha256_of_file,
 
 __all__ = [
     "CHECKPOINT_FORM", "ORIGINAL_FORM", "SCHEMES", "TORCHVGGISH_FILES", "TORCHVISION_FILES", "WeightSource",
-    "WeightURLHandler", "fetch_weights", "is_weight_url", "local_weight_file", "register_weight_url_handler",
-    "resolve_weight_url"
+    "WeightURLHandler", "fetch_weights", "is_weight_url", "local_weight_file", "resolve_weight_url"
 ]
 
 logger = logging.getLogger(__name__)
@@ -59,8 +52,7 @@ _FORMS = (CHECKPOINT_FORM, ORIGINAL_FORM)
 SCHEMES: Dict[str, str] = {
     # torchvision 0.29.1, torchvision/models/resnet.py: every ImageNet ResNet URL starts with this.
     "torchvision": "https://download.pytorch.org/models",
-    # harritaylor/torchvggish, hubconf.py: model_urls = {"vggish": ".../releases/download/v0.1/vggish-10086976.pth",
-    # "pca": ".../releases/download/v0.1/vggish_pca_params-970ea276.pth"}.
+    # harritaylor/torchvggish, hubconf.py: model_urls, the files of TORCHVGGISH_FILES below this release.
     "torchvggish": "https://github.com/harritaylor/torchvggish/releases/download/v0.1",
     # huggingface_hub (installed with timm 1.0.31), constants.py: HUGGINGFACE_CO_URL_TEMPLATE =
     # "https://huggingface.co/{repo_id}/resolve/{revision}/{filename}".
@@ -164,7 +156,9 @@ class WeightSource:
 
 def _source(url: str, scheme: str, relpath: str, converter: Optional[Converter], *, hashed_name: bool = False,
             cache_relpath: str = "", checkpoint_form_note: str = "") -> WeightSource:
-    """``relpath`` below the scheme's base URL, cached as ``<cache>/<scheme>/<cache_relpath or relpath>``."""
+    """``relpath`` below the scheme's base URL, cached as ``<cache>/<scheme>/<cache_relpath or relpath>``.
+    ``hashed_name``: the file name carries a SHA-256 prefix (torch hub's convention), which is checked; other
+    files get their hash recorded at first download."""
     base = (os.environ.get(f"AQFORMER_{scheme.upper()}_BASE_URL") or SCHEMES[scheme]).rstrip("/")
     cache_path = os.path.join(weights_cache_dir(), scheme, *(cache_relpath or relpath).split("/"))
     hash_prefix = hash_prefix_from_name(relpath) if hashed_name else None
@@ -185,13 +179,14 @@ def _resolve_torchvision(url: str, name: str) -> WeightSource:
 def _resolve_torchvggish(url: str, name: str) -> WeightSource:
     filename = _from_table(url, "torchvggish", name, TORCHVGGISH_FILES)
     option = _TORCHVGGISH_WITHOUT_CHECKPOINT_FORM.get(name)
-    if option:
-        note = f"{url} has no whole-model checkpoint form; pass it as {option}"
-        return _source(url, "torchvggish", filename, None, hashed_name=True, checkpoint_form_note=note)
-    return _source(url, "torchvggish", filename, _TORCHVGGISH, hashed_name=True)
+    note = f"{url} has no whole-model checkpoint form; pass it as {option}" if option else ""
+    return _source(url, "torchvggish", filename, None if option else _TORCHVGGISH, hashed_name=True,
+                   checkpoint_form_note=note)
 
 
 def _resolve_timm(url: str, name: str) -> WeightSource:
+    """``timm://<model>[.<tag>]``: ``model.safetensors`` of the Hugging Face repo that timm's pretrained config
+    names."""
     import timm
     from timm.models import get_pretrained_cfg
 
@@ -211,29 +206,23 @@ def _resolve_timm(url: str, name: str) -> WeightSource:
                    _timm_converter(cfg.architecture or architecture), cache_relpath=f"{cfg.hf_hub_id}/{filename}")
 
 
-def _model_zoo_relpath(url: str, scheme: str, name: str) -> str:
+def _resolve_model_zoo(url: str, name: str) -> WeightSource:
+    """``detectron2://`` / ``mask2former://<path below the model zoo>``: a COCO model, reduced to its backbone
+    (detectron2's ``ImageNetPretrained/`` files already are backbones)."""
+    scheme = url.partition("://")[0]
     relpath = posixpath.normpath(name)
     if relpath.startswith(("/", "..")) or relpath == ".":
         raise ValueError(f"{url}: the path after '{scheme}://' must stay below the {scheme} model zoo")
-    return relpath
-
-
-def _resolve_detectron2(url: str, name: str) -> WeightSource:
-    relpath = _model_zoo_relpath(url, "detectron2", name)
-    backbone_only = relpath.startswith(DETECTRON2_BACKBONE_FOLDER)
-    return _source(url, "detectron2", relpath, None if backbone_only else _COCO_BACKBONE)
-
-
-def _resolve_mask2former(url: str, name: str) -> WeightSource:
-    return _source(url, "mask2former", _model_zoo_relpath(url, "mask2former", name), _COCO_BACKBONE)
+    backbone_only = scheme == "detectron2" and relpath.startswith(DETECTRON2_BACKBONE_FOLDER)
+    return _source(url, scheme, relpath, None if backbone_only else _COCO_BACKBONE)
 
 
 _RESOLVERS: Dict[str, Callable[[str, str], WeightSource]] = {
     "torchvision": _resolve_torchvision,
     "torchvggish": _resolve_torchvggish,
     "timm": _resolve_timm,
-    "detectron2": _resolve_detectron2,
-    "mask2former": _resolve_mask2former,
+    "detectron2": _resolve_model_zoo,
+    "mask2former": _resolve_model_zoo,
 }
 
 
@@ -380,12 +369,5 @@ class WeightURLHandler(PathHandler):
         return open(self._get_local_path(path, **kwargs), mode)
 
 
-def register_weight_url_handler() -> WeightURLHandler:
-    """Register :class:`WeightURLHandler` with detectron2's ``PathManager`` (replacing the handler detectron2
-    registers for ``detectron2://``, so those files get the same verified cache). Idempotent."""
-    handler = WeightURLHandler()
-    PathManager.register_handler(handler, allow_override=True)
-    return handler
-
-
-register_weight_url_handler()
+# Replaces the handler detectron2 registers for ``detectron2://``, so that those files get the same verified cache.
+PathManager.register_handler(WeightURLHandler(), allow_override=True)

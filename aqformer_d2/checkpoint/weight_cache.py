@@ -97,22 +97,27 @@ def read_hash_record(path: str) -> Optional[str]:
     return text[0]
 
 
-def _write_hash_record(path: str, digest: str) -> None:
-    line = f"{digest}  {os.path.basename(path)}\n".encode("utf-8")
-    atomic_write(hash_record_path(path), lambda f: f.write(line))
+def _check_and_record(path: str, digest: str, *, hash_prefix: Optional[str], what: str, advice: str) -> bool:
+    """Check the SHA-256 ``digest`` of ``path``'s content against the prefix in its name and its record; without
+    a record, write one (and return True).
 
-
-def _check_digest(digest: str, *, hash_prefix: Optional[str], recorded: Optional[str], what: str) -> None:
-    """Raise WeightHashError if ``digest`` contradicts the name's prefix or the recorded hash."""
+    Raises:
+        WeightHashError: ``digest`` contradicts either; the message is ``what``, the mismatch, then ``advice``.
+    """
+    recorded = read_hash_record(path)
     if hash_prefix is not None and not digest.startswith(hash_prefix):
         raise WeightHashError(
             f"{what}: SHA-256 {digest} does not start with {hash_prefix}, the prefix in the file name: "
-            "the file is corrupt or not the released one"
+            f"the file is corrupt or not the released one{advice}"
         )
     if recorded is not None and digest != recorded:
         raise WeightHashError(
-            f"{what}: SHA-256 {digest} differs from {recorded}, recorded when the file was first downloaded"
+            f"{what}: SHA-256 {digest} differs from {recorded}, recorded when the file was first downloaded{advice}"
         )
+    if recorded is None:
+        line = f"{digest}  {os.path.basename(path)}\n".encode("utf-8")
+        atomic_write(hash_record_path(path), lambda f: f.write(line))
+    return recorded is None
 
 
 def verify_cached_file(path: str, *, hash_prefix: Optional[str] = None) -> str:
@@ -124,17 +129,9 @@ def verify_cached_file(path: str, *, hash_prefix: Optional[str] = None) -> str:
         WeightHashError: the file does not match (the message says to delete it to download it again).
     """
     digest = sha256_of_file(path)
-    recorded = read_hash_record(path)
-    try:
-        _check_digest(digest, hash_prefix=hash_prefix, recorded=recorded, what=path)
-    except WeightHashError as e:
-        raise WeightHashError(
-            f"{e}. Delete {path} (and {hash_record_path(path)} if the new file is the one you want) "
-            "to download it again."
-        ) from None
-    if recorded is None:
+    advice = f". Delete {path} (and {hash_record_path(path)} if the new file is the one you want) to download it again."
+    if _check_and_record(path, digest, hash_prefix=hash_prefix, what=path, advice=advice):
         logger.info("%s: no hash record yet; recording SHA-256 %s (checked on every later use)", path, digest)
-        _write_hash_record(path, digest)
     return digest
 
 
@@ -168,14 +165,9 @@ def _download(url: str, dest: str, *, hash_prefix: Optional[str], timeout_s: flo
                 f"{what}: the download of {url} was cut off after {num_bytes} of {expected} bytes; nothing was "
                 f"kept. {where}"
             )
-        recorded = read_hash_record(dest)
-        try:
-            _check_digest(digest.hexdigest(), hash_prefix=hash_prefix, recorded=recorded,
-                          what=f"{what}: download of {url}")
-        except WeightHashError as e:
-            raise WeightHashError(f"{e}; refused, nothing was kept in {os.path.dirname(dest)}") from None
-        if recorded is None:  # before the rename: a file under its final name always has a record
-            _write_hash_record(dest, digest.hexdigest())
+        # records the hash before the rename: a file under its final name always has a record
+        _check_and_record(dest, digest.hexdigest(), hash_prefix=hash_prefix, what=f"{what}: download of {url}",
+                          advice=f"; refused, nothing was kept in {os.path.dirname(dest)}")
         logger.info("%s: %s (%d bytes, SHA-256 %s)", what, dest, num_bytes, digest.hexdigest())
 
     logger.info("%s: downloading %s to %s", what, url, dest)
