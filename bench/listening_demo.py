@@ -95,7 +95,7 @@ def figure(rows: Sequence[tuple], path: str, cell: int = 112) -> None:
 
     from aqformer_d2.audio.video import iter_video_frames
 
-    strips = [(label, [np.asarray(Image.fromarray(f).resize((cell, cell))) for f in iter_video_frames(video)])
+    strips = [(label, [np.asarray(Image.fromarray(f).resize((cell, cell))) for _, f in iter_video_frames(video)])
               for label, video in rows]
     cols = max(len(frames) for _, frames in strips)
     label_h = 14
