@@ -25,6 +25,7 @@ from torch.nn import functional as F
 
 from ..modeling.meta_arch.aqformer import AQFormer
 from ..modeling.meta_arch.aqformer_semantic import AQFormerSemantic, semantic_inference
+from .clips import ClipInputShapes
 from .outputs import ClassScores, ClipOutput, SoundProbabilities
 
 __all__ = ["ClipSegmentationModule", "SemanticClipModule", "clip_module_class", "padded_size"]
@@ -38,7 +39,7 @@ def padded_size(height: int, width: int, size_divisibility: int) -> Tuple[int, i
     return -(-height // d) * d, -(-width // d) * d
 
 
-class ClipSegmentationModule(nn.Module):
+class ClipSegmentationModule(ClipInputShapes, nn.Module):
     """Sound probabilities of one clip of ``num_frames`` frames of ``height`` x ``width``.
 
     ``forward(frames, audio)``: frames uint8 ``[T, 3, H, W]`` in ``INPUT.FORMAT`` channel order, audio float
@@ -76,14 +77,6 @@ class ClipSegmentationModule(nn.Module):
     def clip_output(self) -> ClipOutput:
         """What :meth:`forward` returns, and how it becomes labels at the frame size."""
         return SoundProbabilities()
-
-    @property
-    def frames_shape(self) -> Tuple[int, int, int, int]:
-        return (self.num_frames, 3, self.height, self.width)
-
-    @property
-    def audio_shape(self) -> Tuple[int, int, int, int]:
-        return (self.num_frames, 1, 96, 64)
 
     def check_inputs(self, frames: torch.Tensor, audio: torch.Tensor) -> None:
         """Shapes and dtype of one clip; errors give the expected and the actual shape."""

@@ -22,6 +22,7 @@ from torch.nn import functional as F
 from ..audio.logmel import waveform_to_examples
 
 __all__ = [
+    "ClipInputShapes",
     "ClipPlan",
     "IMAGE_EXTENSIONS",
     "INPUT_FORMATS",
@@ -33,6 +34,24 @@ __all__ = [
     "list_frame_folder",
     "read_rgb",
 ]
+
+class ClipInputShapes:
+    """The input shapes of a clip segmenter fixed to ``num_frames`` frames of ``height`` x ``width`` (a mixin:
+    the class sets those three attributes): frames ``[T, 3, H, W]``, audio ``[T, 1, 96, 64]`` (one VGGish
+    log-mel example per frame)."""
+
+    num_frames: int
+    height: int
+    width: int
+
+    @property
+    def frames_shape(self) -> Tuple[int, int, int, int]:
+        return (self.num_frames, 3, self.height, self.width)
+
+    @property
+    def audio_shape(self) -> Tuple[int, int, int, int]:
+        return (self.num_frames, 1, 96, 64)
+
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 # Channel orders the clip pre-processing can produce (cfg.INPUT.FORMAT).

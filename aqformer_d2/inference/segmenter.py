@@ -19,7 +19,7 @@ from __future__ import annotations
 import abc
 import logging
 import os
-from typing import Optional, Tuple, Union
+from typing import Optional, Union
 
 import numpy as np
 import torch
@@ -30,7 +30,7 @@ from ..modeling import build_aq_model
 from detectron2.modeling import META_ARCH_REGISTRY
 
 from .clip_module import clip_module_class
-from .clips import INPUT_FORMATS
+from .clips import INPUT_FORMATS, ClipInputShapes
 from .onnx_export import parse_clip_metadata
 from .outputs import ClipOutput, SoundProbabilities
 
@@ -57,7 +57,7 @@ def _dtype_name(x: ArrayLike) -> str:
     return str(x.dtype).replace("torch.", "")
 
 
-class ClipSegmenter(abc.ABC):
+class ClipSegmenter(ClipInputShapes, abc.ABC):
     """Sound probabilities of clips of a fixed shape.
 
     Args:
@@ -80,14 +80,6 @@ class ClipSegmenter(abc.ABC):
         self.input_format = input_format
         self.source = source
         self.output = output if output is not None else SoundProbabilities()
-
-    @property
-    def frames_shape(self) -> Tuple[int, int, int, int]:
-        return (self.num_frames, 3, self.height, self.width)
-
-    @property
-    def audio_shape(self) -> Tuple[int, int, int, int]:
-        return (self.num_frames, 1, 96, 64)
 
     def check_clip(self, frames: ArrayLike, audio: ArrayLike) -> None:
         """Refuse a clip this segmenter was not built for: the error names the source and both shapes."""
