@@ -1,0 +1,45 @@
+"""bench.listening_report: two models' listening records side by side, refused when they differ in conditions."""
+import json
+
+import pytest
+
+from bench import listening_report
+
+
+def _record(folder, fg_own, fg_silence, conditions=("own", "silence")):
+    summary = {}
+    for cond in conditions:
+        neg = cond != "own"
+        fg = fg_silence if neg else fg_own
+        row = {"negative": neg, "num_clips": 3, "foreground_frames": fg, "foreground_frames_ci": [fg / 2, fg],
+               "mean_area": fg / 10, "mean_area_ci": [0.0, fg]}
+        row.update({"listening_score": 0.5, "listening_score_ci": [0.4, 0.6]} if neg else
+                   {"mIoU": 0.7, "Fscore": 0.8, "mIoU_ci": [0.6, 0.8]})
+        summary[cond] = row
+    folder.mkdir()
+    (folder / "listening.json").write_text(json.dumps({"summary": summary, "dataset": "synthavs_s4_test"}))
+    return str(folder)
+
+
+def test_two_models_side_by_side_with_chart(tmp_path):
+    a = _record(tmp_path / "a", 1.0, 0.9)
+    b = _record(tmp_path / "b", 1.0, 0.04)
+    chart = tmp_path / "chart.png"
+    lines = listening_report.main([f"without={a}", f"with={b}", "--chart", str(chart)])
+    assert lines[0] == "| condition | without | with |"
+    assert lines[2] == ("| own | 1.000 [0.500, 1.000]; area 0.100; M_J 0.700 | "
+                        "1.000 [0.500, 1.000]; area 0.100; M_J 0.700 |")
+    assert lines[3] == ("| silence | 0.900 [0.450, 0.900]; area 0.090; S 0.500 | "
+                        "0.040 [0.020, 0.040]; area 0.004; S 0.500 |")
+    assert chart.stat().st_size > 1000
+
+
+def test_refuses_records_with_other_conditions_or_missing(tmp_path):
+    a = _record(tmp_path / "a", 1.0, 0.9)
+    b = _record(tmp_path / "b", 1.0, 0.9, conditions=("own", "silence", "offscreen"))
+    with pytest.raises(SystemExit, match="differ"):
+        listening_report.load([f"a={a}", f"b={b}"])
+    with pytest.raises(SystemExit, match="does not exist"):
+        listening_report.load([f"c={tmp_path / 'nowhere'}"])
+    with pytest.raises(SystemExit, match="expected NAME=DIR"):
+        listening_report.load([a])
