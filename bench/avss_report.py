@@ -145,32 +145,20 @@ def avss_goal_lines(rows: Sequence[Dict], total_minutes: float, isa: str) -> Lis
 def plot_per_class(rows: Sequence[Dict], path: str, title: str) -> None:
     """Bar chart of the per-class IoU of each variant (PNG at ``path``): the mean over seeds, with a bar from
     the lowest to the highest seed when there are several."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from bench.common import BarSeries, grouped_bar_chart
 
     groups = list(by_variant(rows).values())
     names = list(groups[0][0]["per_class"])
-    x = np.arange(len(names))
-    width = 0.8 / len(groups)
-    fig, ax = plt.subplots(figsize=(1.0 + 0.9 * len(names), 3.6))
-    for i, group in enumerate(groups):
+    series = []
+    for group in groups:
         m = seed_mean(group)
         ious = np.array([[r["per_class"][n]["IoU"] for n in names] for r in group])  # [seeds, classes]
         mean = ious.mean(0)
         err = None if len(group) < 2 else np.stack([mean - ious.min(0), ious.max(0) - mean])
         seeds = "" if len(group) < 2 else f", {len(group)} seeds"
-        ax.bar(x + (i - (len(groups) - 1) / 2) * width, mean, width, yerr=err, capsize=2,
-               label=f"{_short(m['variant'])} (mIoU {m['mIoU']:.3f}{seeds})")
-    ax.set_xticks(x, [f"{n}\n{groups[0][0]['per_class'][n]['frames']} fr." for n in names], fontsize=8)
-    ax.set_ylim(0, 1)
-    ax.set_ylabel("IoU (official protocol)")
-    ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=8, loc="upper right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+        series.append(BarSeries(f"{_short(m['variant'])} (mIoU {m['mIoU']:.3f}{seeds})", mean, err))
+    ticks = [f"{n}\n{groups[0][0]['per_class'][n]['frames']} fr." for n in names]
+    grouped_bar_chart(path, ticks, series, ylabel="IoU (official protocol)", title=title)
 
 
 def overlay_figure(cfg, weights: str, path: str, clips: int = 3, cell: int = 112) -> None:

@@ -272,6 +272,41 @@ def profile_markdown(profile: Dict, rows: Optional[int] = None) -> List[str]:
 
 
 # ------------------------------------------------------------------------------------------------ machine
+
+@dataclass
+class BarSeries:
+    """One series of a grouped bar chart: its legend label, one value per group and optional error bars
+    ``[2, groups]`` (below, above the value)."""
+
+    label: str
+    values: Sequence[float]
+    errors: Optional[object] = None
+
+
+def grouped_bar_chart(path, groups: Sequence[str], series: Sequence[BarSeries], *, ylabel: str, title: str,
+                      ylim: float = 1.0, legend_loc: str = "upper right", group_width: float = 0.9) -> None:
+    """Save a PNG at ``path``: one bar group per entry of ``groups`` (tick labels), one bar per series."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    x = np.arange(len(groups))
+    width = 0.8 / len(series)
+    fig, ax = plt.subplots(figsize=(1.0 + group_width * len(groups), 3.6))
+    for i, s in enumerate(series):
+        ax.bar(x + (i - (len(series) - 1) / 2) * width, s.values, width, yerr=s.errors, capsize=2, label=s.label)
+    ax.set_xticks(x, list(groups), fontsize=8)
+    ax.set_ylim(0, ylim)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=8, loc=legend_loc)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def machine() -> Dict:
     """The CPU (model name, AVX-512 or AVX2 only), core count, platform and torch version of this run."""
     import torch

@@ -60,31 +60,19 @@ def table(records: Dict[str, Dict]) -> List[str]:
 
 def chart(records: Dict[str, Dict], path: str, title: str) -> None:
     """Grouped bars: share of frames with predicted foreground per condition and model, with bootstrap ranges."""
-    import matplotlib
+    from bench.common import BarSeries, grouped_bar_chart
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    names = list(records)
-    conditions = list(records[names[0]]["summary"])
-    x = np.arange(len(conditions))
-    width = 0.8 / len(names)
-    fig, ax = plt.subplots(figsize=(1.2 + 1.1 * len(conditions), 3.6))
-    for i, name in enumerate(names):
-        rows = [records[name]["summary"][c] for c in conditions]
+    conditions = list(next(iter(records.values()))["summary"])
+    series = []
+    for name, record in records.items():
+        rows = [record["summary"][c] for c in conditions]
         val = np.array([r["foreground_frames"] for r in rows])
         lo = np.array([r["foreground_frames_ci"][0] for r in rows])
         hi = np.array([r["foreground_frames_ci"][1] for r in rows])
-        ax.bar(x + (i - (len(names) - 1) / 2) * width, val, width, yerr=np.stack([val - lo, hi - val]), capsize=2,
-               label=name)
-    ax.set_xticks(x, [c.replace("_", "\n", 1) for c in conditions], fontsize=8)
-    ax.set_ylim(0, 1.05)
-    ax.set_ylabel("frames with predicted foreground")
-    ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=8, loc="center right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+        series.append(BarSeries(name, val, np.stack([val - lo, hi - val])))
+    grouped_bar_chart(path, [c.replace("_", "\n", 1) for c in conditions], series,
+                      ylabel="frames with predicted foreground", title=title, ylim=1.05, legend_loc="center right",
+                      group_width=1.1)
 
 
 def main(argv=None):
