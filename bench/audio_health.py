@@ -73,7 +73,7 @@ def audio_encoder_health(encoder: nn.Module, examples: torch.Tensor) -> Dict:
             "num_examples": int(examples.shape[0])}
 
 
-def test_examples(cfg, dataset: str, clips: int) -> torch.Tensor:
+def real_frame_examples(cfg, dataset: str, clips: int) -> torch.Tensor:
     """Log-mel examples ``[N, 1, 96, 64]`` of the real frames of the first ``clips`` clips of ``dataset``."""
     from aqformer_d2.data import build_aq_dataset_mapper
     from detectron2.data import DatasetCatalog
@@ -100,7 +100,7 @@ def main(argv=None):
     AQCheckpointer(model).load(args.weights)
     model.eval()
     dataset = args.dataset or cfg.DATASETS.TEST[0]
-    report = audio_encoder_health(model.audio_encoder, test_examples(cfg, dataset, args.clips))
+    report = audio_encoder_health(model.audio_encoder, real_frame_examples(cfg, dataset, args.clips))
     report.update(command=".venv/bin/python -m bench.audio_health " + " ".join(argv if argv is not None else sys.argv[1:]),
                   weights=args.weights, dataset=dataset)
     lines = [f"audio encoder of {args.weights} on {report['num_examples']} examples of {dataset}",
