@@ -168,6 +168,9 @@ def add_aqformer_config(cfg: CN) -> None:
     # Channel widths of the VGGish conv blocks and of its fully connected layers. Defaults = VGGish.
     cfg.MODEL.AUDIO_ENCODER.CONV_CHANNELS = [64, 128, 256, 512]
     cfg.MODEL.AUDIO_ENCODER.FC_DIMS = [4096, 4096]
+    # Random initialisation of the encoder's layers when WEIGHTS = "": "pytorch" (PyTorch's layer defaults) or
+    # "he" (He normal, zero biases). See docs/paper_choices.md, "VGGish from scratch".
+    cfg.MODEL.AUDIO_ENCODER.INIT = "pytorch"
 
     # ---------------------------------------------------------------- audio input
     cfg.INPUT.AUDIO = CN()

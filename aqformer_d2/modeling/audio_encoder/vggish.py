@@ -44,6 +44,7 @@ from .build import AUDIO_ENCODER_REGISTRY
 __all__ = [
     "VGGish",
     "VGGishPCA",
+    "VGGISH_INITS",
     "vggish_state_dict_shapes",
     "load_torch_file",
     "load_vggish_pca_params",
@@ -76,6 +77,28 @@ def load_vggish_pca_params(path: Union[str, os.PathLike]) -> Tuple[torch.Tensor,
     """
     path = os.fspath(path)
     return vggish_pca_tensors(load_torch_file(path, "VGGish PCA parameters"), path)
+
+
+def _keep_layer_defaults(module: nn.Module) -> None:
+    """``init="pytorch"``: keep PyTorch's own initialisation of Conv2d / Linear (kaiming_uniform with a=sqrt(5),
+    uniform biases)."""
+
+
+def _he_normal(module: nn.Module) -> None:
+    """``init="he"``: He et al. (2015) normal initialisation for ReLU nets, std = sqrt(2 / fan_in), zero biases.
+
+    It keeps the activations' scale from layer to layer. PyTorch's defaults shrink it by about 1/sqrt(6) per
+    ReLU layer, so an 8-layer VGGish trained from scratch starts with an output that hardly depends on its input
+    (its spread over examples is ~1e-3 of the activations' after the first conv) and is set by the biases.
+    """
+    for m in module.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
+            nn.init.zeros_(m.bias)
+
+
+# Initialisations of a VGGish trained from scratch (``weights=""``), by the name MODEL.AUDIO_ENCODER.INIT gives.
+VGGISH_INITS = {"pytorch": _keep_layer_defaults, "he": _he_normal}
 
 
 class VGGishPCA(nn.Module):
@@ -130,6 +153,7 @@ class VGGish(nn.Module):
         weights: str = "",
         pca_weights: str = "",
         freeze: bool = False,
+        init: str = "pytorch",
     ):
         """
         Args:
@@ -141,7 +165,13 @@ class VGGish(nn.Module):
             pca_weights: ``vggish_pca_params-970ea276.pth``, a local path or ``torchvggish://vggish_pca``;
                 "" disables PCA post-processing.
             freeze: no gradients for the parameters, and the module stays in eval mode.
+            init: random initialisation of the conv and FC layers, a key of ``VGGISH_INITS``: "pytorch"
+                (PyTorch's layer defaults) or "he" (He normal, zero biases; for training from scratch).
+                Loaded ``weights`` replace it.
         """
+        if init not in VGGISH_INITS:
+            raise ValueError(f"VGGish: unknown init {init!r} (MODEL.AUDIO_ENCODER.INIT); choose one of "
+                             f"{sorted(VGGISH_INITS)}")
         super().__init__()
         shapes = vggish_state_dict_shapes(conv_channels, fc_dims, out_dim)  # validates the widths
         self.conv_channels = tuple(int(c) for c in conv_channels)
@@ -164,6 +194,7 @@ class VGGish(nn.Module):
             in_features = dim
         self.embeddings = nn.Sequential(*fcs)
 
+        VGGISH_INITS[init](self)
         own_shapes = {k: tuple(v.shape) for k, v in self.state_dict().items()}
         if own_shapes != dict(shapes):
             raise AssertionError("VGGish: module layout differs from vggish_state_dict_shapes")
@@ -192,6 +223,7 @@ class VGGish(nn.Module):
             # MODEL.AUDIO_ENCODER.PCA_WEIGHTS is optional; absent means PCA off (the default).
             "pca_weights": c.PCA_WEIGHTS,
             "freeze": c.FREEZE,
+            "init": c.INIT,
         }
 
     @property

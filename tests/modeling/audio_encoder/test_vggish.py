@@ -226,3 +226,54 @@ def test_build_from_cfg():
     cfg.MODEL.AUDIO_ENCODER.NAME = "NoSuchEncoder"
     with pytest.raises(KeyError, match="NoSuchEncoder"):
         build_audio_encoder(cfg)
+
+
+def _relu_spreads(model: nn.Module, x: torch.Tensor):
+    """Std over examples of each ReLU's output, averaged over entries, in layer order."""
+    spreads = []
+    hooks = [m.register_forward_hook(lambda _m, _i, out: spreads.append(float(out.flatten(1).std(0).mean())))
+             for m in model.modules() if isinstance(m, nn.ReLU)]
+    with torch.no_grad():
+        model(x)
+    for h in hooks:
+        h.remove()
+    return spreads
+
+
+def test_init_he_keeps_signal_pytorch_default_loses_it():
+    widths = dict(conv_channels=[16, 32, 64, 64], fc_dims=[256], out_dim=128)  # the tiny configs' encoder
+    x = torch.randn(24, 1, 96, 64, generator=torch.Generator().manual_seed(0))
+    for seed in range(3):
+        torch.manual_seed(seed)
+        default = VGGish(**widths)
+        torch.manual_seed(seed)
+        assert all(torch.equal(a, b) for a, b in zip(default.state_dict().values(),
+                                                      VGGish(**widths, init="pytorch").state_dict().values()))
+        he = VGGish(**widths, init="he")
+        for name, p in he.named_parameters():
+            if name.endswith("bias"):
+                assert torch.count_nonzero(p) == 0, name
+            else:
+                # He normal: std sqrt(2 / fan_in). The sample std of n normal draws has a relative standard
+                # error of 1 / sqrt(2 n) (144 draws for the first conv, ~6 %); allow 4 of them.
+                expected = (2.0 / p[0].numel()) ** 0.5
+                bound = 4 / (2 * p.numel()) ** 0.5
+                assert abs(float(p.std()) / expected - 1) < bound, (name, float(p.std()), expected)
+        # 8 ReLU layers: PyTorch's defaults shrink the spread ~2.4x per layer, He keeps its order of magnitude
+        d, h = _relu_spreads(default, x), _relu_spreads(he, x)
+        assert len(d) == len(h) == 8
+        assert d[-1] / d[0] < 0.01, d
+        assert h[-1] / h[0] > 0.2, h
+
+
+def test_init_unknown_and_from_cfg():
+    with pytest.raises(ValueError, match="MODEL.AUDIO_ENCODER.INIT.*'he'"):
+        VGGish(**TINY, init="xavier")
+    cfg = get_cfg()
+    add_aqformer_config(cfg)
+    assert cfg.MODEL.AUDIO_ENCODER.INIT == "pytorch"
+    cfg.MODEL.AUDIO_ENCODER.CONV_CHANNELS = [2, 4, 4, 8]
+    cfg.MODEL.AUDIO_ENCODER.FC_DIMS = [16]
+    cfg.MODEL.AUDIO_ENCODER.INIT = "he"
+    model = build_audio_encoder(cfg)
+    assert all(torch.count_nonzero(p) == 0 for n, p in model.named_parameters() if n.endswith("bias"))
