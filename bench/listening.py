@@ -31,6 +31,9 @@ def parse_args(argv=None):
                    help="noise levels in dB relative to each clip's soundtrack")
     p.add_argument("--noise-kinds", nargs="+", default=["white_noise", "pink_noise"])
     p.add_argument("--no-offscreen", action="store_true", help="leave out the off-screen sound (non-SynthAVS data)")
+    p.add_argument("--only", nargs="+", default=None, metavar="CONDITION",
+                   help="evaluate only these conditions (by name, e.g. offscreen_scene); 'own' is always kept, "
+                        "the listening score needs it")
     p.add_argument("--seed", type=int, default=0, help="seed of the negatives and of the swap derangement")
     p.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples over clips")
     p.add_argument("--threads", type=int, default=2)
@@ -74,6 +77,12 @@ def main(argv=None):
     model = AQFormerTrainer.build_model(cfg)
     AQCheckpointer(model, trust_pickle=cfg.MODEL.WEIGHTS_TRUST_PICKLE).load(args.weights)
     conditions = listening_conditions(args.levels_db, args.noise_kinds, offscreen=not args.no_offscreen)
+    if args.only:
+        names = [c["name"] for c in conditions]
+        unknown = sorted(set(args.only) - set(names))
+        if unknown:
+            raise SystemExit(f"--only: no condition named {unknown}; the conditions of these options are {names}")
+        conditions = [c for c in conditions if c["name"] == "own" or c["name"] in args.only]
     start = time.perf_counter()
     results = evaluate_listening(cfg, model, dataset, conditions, seed=args.seed)
     summary = summarise_listening(results, num_resamples=args.resamples, seed=args.seed)

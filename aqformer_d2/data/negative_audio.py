@@ -6,10 +6,15 @@ A *negative* clip keeps its frames and gets an all-empty ground truth; its audio
 * ``"silence"``: zeros through the real log-mel front end;
 * ``"white_noise"``, ``"pink_noise"``, ``"brown_noise"``: unit-RMS noise (:mod:`aqformer_d2.audio.negatives`)
   set ``level_db`` dB relative to the RMS of the clip's own soundtrack;
-* ``"offscreen"``: the sound of a SynthAVS category none of whose objects is in the clip, as loud as the
-  clip's soundtrack (``level_db`` = :data:`OFFSCREEN_LEVEL_DB`). Needs the dataset dict's
+* ``"offscreen"``: the sound of a SynthAVS category none of whose objects is in the clip, alone, as loud as
+  the clip's soundtrack (``level_db`` = :data:`OFFSCREEN_LEVEL_DB`). Needs the dataset dict's
   ``"synthavs_category_ids"`` (categories of all objects in the clip, sounding or not) and
   ``"synthavs_num_categories"`` (the pool), which the SynthAVS registration adds.
+* ``"offscreen_scene"``: the same absent category's sound over SynthAVS's background noise at the dataset's
+  SNR (``"synthavs_snr_db"``, from the generator's manifest), i.e. a soundtrack the generator makes for a clip
+  whose one sounding object is off screen; as loud as the clip's soundtrack. Every positive soundtrack carries
+  that background noise, so a model cannot tell this negative from a positive by the noise floor alone (it
+  can tell a lone ``"offscreen"`` source so).
 
 A negative is described by a JSON-able *spec* ``{"kind", "level_db" (None for silence), "seed"}``; the
 waveform is a pure function of the spec and of the clip (its RMS, length and objects). Specs come from a
@@ -28,12 +33,13 @@ import torch
 from ..audio.io import read_wav, to_mono
 from ..audio.logmel import SAMPLE_RATE, waveform_to_examples
 from ..audio.negatives import NOISE_KINDS, noise, rms, scale_to_rms, silence
-from .synthavs.sounds import category_sound
+from .synthavs.sounds import background_noise, category_sound
 
 __all__ = [
     "NEGATIVE_KINDS",
     "LEVELLED_KINDS",
     "OFFSCREEN_LEVEL_DB",
+    "OFFSCREEN_KINDS",
     "NegativeAudioSampler",
     "check_negative_spec",
     "offscreen_category",
@@ -44,7 +50,8 @@ __all__ = [
 
 OFFSCREEN_LEVEL_DB = 0.0
 LEVELLED_KINDS = NOISE_KINDS
-NEGATIVE_KINDS = ("silence",) + NOISE_KINDS + ("offscreen",)
+OFFSCREEN_KINDS = ("offscreen", "offscreen_scene")
+NEGATIVE_KINDS = ("silence",) + NOISE_KINDS + OFFSCREEN_KINDS
 _SPEC_KEYS = {"kind", "level_db", "seed"}
 _SEED_HIGH = 2**62
 
@@ -85,20 +92,39 @@ def _noise(spec, rng, clip_rms, num_samples, dataset_dict):
     return scale_to_rms(noise(spec["kind"], rng, num_samples, SAMPLE_RATE), clip_rms, spec["level_db"])
 
 
-def _offscreen(spec, rng, clip_rms, num_samples, dataset_dict):
-    missing = [k for k in ("synthavs_category_ids", "synthavs_num_categories") if k not in dataset_dict]
+def _require_synthavs_keys(spec, dataset_dict, keys):
+    missing = [k for k in keys if k not in dataset_dict]
     if missing:
         raise ValueError(
-            f"Video {dataset_dict.get('video_id')!r}: an off-screen negative needs the SynthAVS object categories "
-            f"of the clip (dataset dict keys {missing} are missing; only SynthAVS registers them). Leave "
-            "'offscreen' out of INPUT.NEGATIVE_AUDIO.KINDS for other datasets."
+            f"Video {dataset_dict.get('video_id')!r}: an off-screen negative ({spec['kind']!r}) needs the SynthAVS "
+            f"description of the clip (dataset dict keys {missing} are missing; only the SynthAVS registration adds "
+            f"them). Leave {list(OFFSCREEN_KINDS)} out of INPUT.NEGATIVE_AUDIO.KINDS for other datasets."
         )
+
+
+def _offscreen_source(spec, rng, num_samples, dataset_dict, extra_keys=()):
+    """Unit-RMS sound ``[num_samples]`` of a category with no object in the clip."""
+    _require_synthavs_keys(spec, dataset_dict, ("synthavs_category_ids", "synthavs_num_categories") + extra_keys)
     category = offscreen_category(rng, dataset_dict["synthavs_category_ids"], dataset_dict["synthavs_num_categories"])
-    return scale_to_rms(category_sound(category, rng, num_samples), clip_rms, spec["level_db"])
+    return category_sound(category, rng, num_samples)
+
+
+def _offscreen(spec, rng, clip_rms, num_samples, dataset_dict):
+    return scale_to_rms(_offscreen_source(spec, rng, num_samples, dataset_dict), clip_rms, spec["level_db"])
+
+
+def _offscreen_scene(spec, rng, clip_rms, num_samples, dataset_dict):
+    source = _offscreen_source(spec, rng, num_samples, dataset_dict, ("synthavs_snr_db",))  # unit RMS
+    snr_db = dataset_dict["synthavs_snr_db"]
+    mix = source
+    if snr_db is not None:  # the generator's mix: background noise snr_db below a unit-RMS source
+        mix = source + 10.0 ** (-float(snr_db) / 20.0) * background_noise(rng, num_samples)
+    return scale_to_rms(mix, clip_rms, spec["level_db"])
 
 
 # kind -> maker(spec, rng, clip_rms, num_samples, dataset_dict) -> float64 [num_samples] at SAMPLE_RATE
-_MAKERS = {"silence": _silence, "offscreen": _offscreen, **{k: _noise for k in NOISE_KINDS}}
+_MAKERS = {"silence": _silence, "offscreen": _offscreen, "offscreen_scene": _offscreen_scene,
+           **{k: _noise for k in NOISE_KINDS}}
 
 
 def negative_waveform(spec: dict, *, clip_rms: float, num_samples: int, dataset_dict: Optional[dict] = None) -> np.ndarray:
@@ -145,7 +171,7 @@ class NegativeAudioSampler:
         prob: probability that a clip becomes a negative (``INPUT.NEGATIVE_AUDIO.PROB``), in [0, 1].
         kinds: kinds to choose from, uniformly (``INPUT.NEGATIVE_AUDIO.KINDS``), a subset of :data:`NEGATIVE_KINDS`.
         levels_db: levels of the noise kinds relative to the clip's RMS, chosen uniformly
-            (``INPUT.NEGATIVE_AUDIO.LEVELS_DB``); an off-screen sound is always at :data:`OFFSCREEN_LEVEL_DB`.
+            (``INPUT.NEGATIVE_AUDIO.LEVELS_DB``); an off-screen kind is always at :data:`OFFSCREEN_LEVEL_DB`.
     """
 
     def __init__(self, *, prob: float, kinds: Sequence[str], levels_db: Sequence[float]):
@@ -179,7 +205,7 @@ class NegativeAudioSampler:
         if u >= self.prob:
             return None
         kind = self.kinds[int(k)]
-        levels = {"silence": None, "offscreen": OFFSCREEN_LEVEL_DB}
+        levels = {"silence": None, **{k: OFFSCREEN_LEVEL_DB for k in OFFSCREEN_KINDS}}
         level = levels[kind] if kind in levels else self.levels_db[int(l)]
         return {"kind": kind, "level_db": level, "seed": int(seed)}
 

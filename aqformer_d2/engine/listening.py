@@ -16,6 +16,7 @@ import numpy as np
 from detectron2.evaluation import DatasetEvaluators, inference_on_dataset
 
 from ..data.datasets import register_audio_swapped, register_negative_audio
+from ..data.negative_audio import OFFSCREEN_KINDS, OFFSCREEN_LEVEL_DB
 from ..evaluation import AVSEvaluator
 from ..evaluation.listening import ListeningEvaluator, bootstrap_interval, listening_score
 from .trainer import AQFormerTrainer
@@ -37,7 +38,8 @@ def listening_conditions(
         for level in levels_db:
             out.append({"name": f"{kind}_{float(level):g}dB", "kind": kind, "level_db": float(level), "negative": True})
     if offscreen:
-        out.append({"name": "offscreen", "kind": "offscreen", "level_db": 0.0, "negative": True})
+        for kind in OFFSCREEN_KINDS:
+            out.append({"name": kind, "kind": kind, "level_db": OFFSCREEN_LEVEL_DB, "negative": True})
     out.append({"name": "swap", "kind": "swap", "level_db": None, "negative": False})
     return out
 

@@ -21,7 +21,7 @@ def test_listening_bench_writes_every_condition(tiny_model, tmp_path):
     summary = listening.main(["--config-file", CONFIG, "--weights", weights, "--levels-db", "0", "-20",
                               "--resamples", "50", "--threads", "1", "--output", str(out)] + common)
     names = ["own", "silence", "white_noise_0dB", "white_noise_-20dB", "pink_noise_0dB", "pink_noise_-20dB",
-             "offscreen", "swap"]
+             "offscreen", "offscreen_scene", "swap"]
     assert list(summary) == names
     for name in names:
         row = summary[name]
@@ -57,3 +57,13 @@ def test_conditions_feed_the_model_different_audio(tiny_model):
         assert torch.equal(clips[a]["images"], clips["own"]["images"])
         for b in names[i + 1:]:
             assert not torch.equal(clips[a]["audio"], clips[b]["audio"]), (a, b)
+
+
+def test_only_keeps_own_and_the_named_conditions(tiny_model, tmp_path):
+    common, weights = tiny_model
+    base = ["--config-file", CONFIG, "--weights", weights, "--resamples", "20", "--threads", "1"]
+    summary = listening.main(base + ["--only", "offscreen_scene", "--output", str(tmp_path / "o")] + common)
+    assert list(summary) == ["own", "offscreen_scene"]
+    assert sorted(os.listdir(tmp_path / "o")) == ["listening.json", "listening.md", "offscreen_scene.json", "own.json"]
+    with pytest.raises(SystemExit, match=r"no condition named \['brown_noise_0dB'\]"):
+        listening.main(base + ["--only", "brown_noise_0dB", "--output", str(tmp_path / "x")] + common)

@@ -45,6 +45,7 @@ def test_synthavs_dicts_carry_every_object_category(synth):
             objects = records[d["video_id"]]["objects"]
             assert d["synthavs_category_ids"] == [o["category_id"] for o in objects]
             assert d["synthavs_num_categories"] == 8
+            assert d["synthavs_snr_db"] == json.load(open(os.path.join(synth, "synthavs_manifest.json")))["params"]["snr_db"]
             # silent objects are included, not only the sounding ones
             assert len(d["synthavs_category_ids"]) > sum(any(o["sounding"]) for o in objects)
 
@@ -82,10 +83,33 @@ def test_levels_are_relative_to_the_clip_and_offscreen_is_as_loud(synth):
     off = negative_waveform({"kind": "offscreen", "level_db": 0.0, "seed": 7}, clip_rms=clip_rms, num_samples=80000,
                             dataset_dict=d)
     assert rms(off) == pytest.approx(clip_rms, rel=1e-12)
-    with pytest.raises(ValueError, match="off-screen negative needs the SynthAVS object categories"):
+    with pytest.raises(ValueError, match="off-screen negative .* needs the SynthAVS description"):
         bare = {k: v for k, v in d.items() if not k.startswith("synthavs_")}
         negative_waveform({"kind": "offscreen", "level_db": 0.0, "seed": 7}, clip_rms=0.1, num_samples=80000,
                           dataset_dict=bare)
+
+
+def test_offscreen_scene_is_the_offscreen_source_over_the_background_noise(synth):
+    """Same draws as "offscreen" (same absent category, same source), plus background noise snr_db below the
+    source, as the generator mixes a soundtrack; as loud as the clip."""
+    d = DatasetCatalog.get("synthavs_s4_test")[0]
+    snr_db = d["synthavs_snr_db"]
+    assert snr_db is not None
+    spec = {"kind": "offscreen_scene", "level_db": 0.0, "seed": 11}
+    scene = negative_waveform(spec, clip_rms=0.2, num_samples=80000, dataset_dict=d)
+    alone = negative_waveform(dict(spec, kind="offscreen"), clip_rms=0.2, num_samples=80000, dataset_dict=d)
+    assert rms(scene) == pytest.approx(0.2, rel=1e-12)
+    # scene = a (source + g noise), alone = b source: split scene into its source part and the rest
+    along = float(np.dot(scene, alone) / np.dot(alone, alone)) * alone
+    noise_over_source = rms(scene - along) / rms(along)
+    # source and noise are independent draws of 80000 samples: their correlation is O(1/sqrt(80000)) = 0.4 %
+    assert noise_over_source == pytest.approx(10.0 ** (-snr_db / 20.0), rel=0.05)
+    assert negative_waveform(spec, clip_rms=0.2, num_samples=80000, dataset_dict=d).tobytes() == scene.tobytes()
+    no_noise = negative_waveform(spec, clip_rms=0.2, num_samples=80000, dataset_dict=dict(d, synthavs_snr_db=None))
+    np.testing.assert_allclose(no_noise, alone, rtol=0, atol=1e-12)
+    bare = {k: v for k, v in d.items() if k != "synthavs_snr_db"}
+    with pytest.raises(ValueError, match="'offscreen_scene'.*synthavs_snr_db"):
+        negative_waveform(spec, clip_rms=0.2, num_samples=80000, dataset_dict=bare)
 
 
 def test_negative_examples_are_seeded_and_differ_by_kind(synth):
@@ -161,7 +185,7 @@ def test_sampler_draws_every_kind_and_level_and_validates():
     specs = [s.draw(rng) for _ in range(300)]
     assert {x["kind"] for x in specs} == set(NEGATIVE_KINDS)
     assert {x["level_db"] for x in specs if x["kind"].endswith("noise")} == {0.0, -20.0}
-    assert {x["level_db"] for x in specs if x["kind"] == "offscreen"} == {0.0}
+    assert {x["level_db"] for x in specs if x["kind"].startswith("offscreen")} == {0.0}
     assert {x["level_db"] for x in specs if x["kind"] == "silence"} == {None}
     for spec in specs:
         check_negative_spec(spec)

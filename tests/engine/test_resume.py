@@ -28,7 +28,7 @@ def synth_root(tmp_path_factory):
 
 # Training with negative audio: half the clips hear silence / noise / an off-screen sound with empty masks.
 NEGATIVES = {"INPUT.NEGATIVE_AUDIO.PROB": 0.5,
-             "INPUT.NEGATIVE_AUDIO.KINDS": "['silence','white_noise','pink_noise','brown_noise','offscreen']"}
+             "INPUT.NEGATIVE_AUDIO.KINDS": "['silence','white_noise','pink_noise','brown_noise','offscreen','offscreen_scene']"}
 
 
 def _train(root, out, *, procs=1, workers=0, kill_after=None, resume=False, restart_data_stream=False, extra=None):

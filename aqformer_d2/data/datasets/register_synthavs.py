@@ -4,10 +4,11 @@ SynthAVS is written in the AVSBench on-disk layout, so it is registered with the
 AVSBench: ``synthavs_{s4,ms3}_{train,val,test}``; SynthAVS-semantic in the AVSBench-semantic layout
 with the AVSS loader (K = 9 classes): ``synthavs_avss_{train,val,test}`` and
 ``synthavs_avss_{v1s,v1m,v2}_{split}``.
-The S4 / MS3 dicts carry two more keys, read from the
+The S4 / MS3 dicts carry three more keys, read from the
 generator's ``synthavs_clips.jsonl`` and ``synthavs_manifest.json``: ``"synthavs_category_ids"`` (the
-category ids of ALL objects in the clip, sounding or silent) and ``"synthavs_num_categories"`` (the
-category pool), which off-screen negatives need (aqformer_d2/data/negative_audio.py).
+category ids of ALL objects in the clip, sounding or silent), ``"synthavs_num_categories"`` (the
+category pool) and ``"synthavs_snr_db"`` (the source-over-background-noise level the clips were made with,
+None for no noise), which off-screen negatives need (aqformer_d2/data/negative_audio.py).
 """
 import json
 import os
@@ -45,10 +46,16 @@ def _read_json(path: str):
         return json.load(fh)
 
 
-def _clip_objects(root: str, task: str) -> Tuple[Dict[str, List[int]], int]:
-    """(video name -> category ids of its objects, size of the category pool) of one SynthAVS variant."""
+def _clip_objects(root: str, task: str) -> Tuple[Dict[str, List[int]], int, Optional[float]]:
+    """(video name -> category ids of its objects, size of the category pool, SNR in dB or None) of one
+    SynthAVS variant."""
     manifest_path = os.path.join(root, MANIFEST_NAME)
-    num_categories = int(_read_json(manifest_path)["params"]["num_categories"])
+    params = _read_json(manifest_path)["params"]
+    missing = [k for k in ("num_categories", "snr_db") if k not in params]
+    if missing:
+        raise AVSLayoutError(f"{manifest_path}: params lack {missing}; regenerate SynthAVS with datasets/prepare_synthavs.py")
+    num_categories = int(params["num_categories"])
+    snr_db = None if params["snr_db"] is None else float(params["snr_db"])
     jsonl = os.path.join(os.path.dirname(avs_layout_paths(root, task)["csv"]), CLIPS_METADATA_NAME)
     if not os.path.isfile(jsonl):
         raise FileNotFoundError(f"{jsonl}: missing; regenerate SynthAVS with datasets/prepare_synthavs.py")
@@ -60,23 +67,25 @@ def _clip_objects(root: str, task: str) -> Tuple[Dict[str, List[int]], int]:
                 objects[record["name"]] = [int(o["category_id"]) for o in record["objects"]]
             except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
                 raise AVSLayoutError(f"{jsonl}: line {line_no} is not a SynthAVS clip record ({e})") from e
-    return objects, num_categories
+    return objects, num_categories, snr_db
 
 
 def load_synthavs_split(root: str, task: str, split: str, *, audio_sources: Sequence[str] = AUDIO_SOURCES) -> List[dict]:
-    """:func:`load_avs_layout_split` plus ``"synthavs_category_ids"`` / ``"synthavs_num_categories"`` per dict.
+    """:func:`load_avs_layout_split` plus ``"synthavs_category_ids"`` / ``"synthavs_num_categories"`` /
+    ``"synthavs_snr_db"`` per dict.
 
     Raises:
         FileNotFoundError: the manifest or the clips' JSONL is missing.
         AVSLayoutError: a clip of the CSV has no record in the JSONL, or a record is malformed.
     """
     dicts = load_avs_layout_split(root, task, split, audio_sources=audio_sources)
-    objects, num_categories = _clip_objects(root, task)
+    objects, num_categories, snr_db = _clip_objects(root, task)
     for d in dicts:
         if d["video_id"] not in objects:
             raise AVSLayoutError(f"{root}: clip {d['video_id']!r} has no record in the {task} {CLIPS_METADATA_NAME}")
         d["synthavs_category_ids"] = objects[d["video_id"]]
         d["synthavs_num_categories"] = num_categories
+        d["synthavs_snr_db"] = snr_db
     return dicts
 
 
