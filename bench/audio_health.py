@@ -3,6 +3,10 @@ the test clips' audio examples, layer by layer (docs/avss.md, "A seed whose audi
 
     .venv/bin/python -m bench.audio_health --config-file OUT/config.yaml --weights OUT/model_final.pth \
         [--dataset NAME] [--clips 12] [--output health.json] [KEY VALUE ...]
+    .venv/bin/python -m bench.audio_health --config-file CONFIG --at-init [--seed N] [KEY VALUE ...]
+
+``--at-init`` reports the encoder as the model is built (the random initialisation of ``MODEL.AUDIO_ENCODER.INIT``
+under torch.manual_seed(--seed)) instead of a checkpoint's.
 
 The audio encoder (e.g. VGGish trained from scratch in the tiny configs) runs on the log-mel examples of the
 real frames of the first ``--clips`` test clips (padded AVSS frames left out). For every ReLU of the encoder:
@@ -26,7 +30,10 @@ from torch import nn
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config-file", required=True)
-    p.add_argument("--weights", required=True)
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--weights", help="the trained checkpoint")
+    src.add_argument("--at-init", action="store_true", help="the freshly built model, seeded by --seed")
+    p.add_argument("--seed", type=int, default=0, help="with --at-init: torch.manual_seed before building")
     p.add_argument("--dataset", default=None, help="default: the config's first DATASETS.TEST")
     p.add_argument("--clips", type=int, default=12)
     p.add_argument("--threads", type=int, default=1)
@@ -96,14 +103,18 @@ def main(argv=None):
     from aqformer_d2.engine import AQFormerTrainer, build_cfg
 
     cfg = build_cfg(args.config_file, list(args.opts))
+    if args.at_init:
+        torch.manual_seed(args.seed)
     model = AQFormerTrainer.build_model(cfg)
-    AQCheckpointer(model).load(args.weights)
+    if args.weights:
+        AQCheckpointer(model).load(args.weights)
     model.eval()
+    source = args.weights or f"the initialisation (MODEL.AUDIO_ENCODER.INIT {cfg.MODEL.AUDIO_ENCODER.INIT}, seed {args.seed})"
     dataset = args.dataset or cfg.DATASETS.TEST[0]
     report = audio_encoder_health(model.audio_encoder, real_frame_examples(cfg, dataset, args.clips))
     report.update(command=".venv/bin/python -m bench.audio_health " + " ".join(argv if argv is not None else sys.argv[1:]),
-                  weights=args.weights, dataset=dataset)
-    lines = [f"audio encoder of {args.weights} on {report['num_examples']} examples of {dataset}",
+                  weights=source, dataset=dataset)
+    lines = [f"audio encoder of {source} on {report['num_examples']} examples of {dataset}",
              "| ReLU | dead channels | spread over examples |", "|---|---:|---:|"]
     lines += [f"| {r['name']} | {r['dead']} / {r['channels']} | {r['spread']:.4f} |" for r in report["layers"]]
     lines.append(f"| output (mean magnitude {report['output_magnitude']:.4f}) | | {report['output_spread']:.3g} |")

@@ -33,3 +33,20 @@ def test_a_dead_layer_makes_the_output_constant():
     assert report["output_spread"] == 0.0 and report["output_magnitude"] > 0  # the same vector for every input
     # the hooks are removed: a second call reports the same number of layers
     assert len(audio_health.audio_encoder_health(enc, torch.randn(2, 1, 96, 64))["layers"]) == 8
+
+
+def test_at_init_reports_the_seeded_initialisation_of_the_config(tiny_model, tmp_path):
+    """--at-init builds the model under the seed: same seed, same report; He init keeps the output's spread
+    over real examples within ~an order of magnitude of the first layer's, PyTorch's defaults do not."""
+    import json
+    from .conftest import S4_TINY_CONFIG
+
+    common, _ = tiny_model
+    base = ["--config-file", S4_TINY_CONFIG, "--at-init", "--clips", "3", "--dataset", "synthavs_s4_test"]
+    he = audio_health.main(base + ["--output", str(tmp_path / "he.json")] + common + ["MODEL.AUDIO_ENCODER.INIT", "he"])
+    again = audio_health.main(base + common + ["MODEL.AUDIO_ENCODER.INIT", "he"])
+    default = audio_health.main(base + ["--seed", "1"] + common + ["MODEL.AUDIO_ENCODER.INIT", "pytorch"])
+    assert he["layers"] == again["layers"] and he["output_spread"] == again["output_spread"]
+    assert "MODEL.AUDIO_ENCODER.INIT he, seed 0" in json.load(open(tmp_path / "he.json"))["weights"]
+    assert he["output_spread"] / he["layers"][0]["spread"] > 0.1
+    assert default["output_spread"] / default["layers"][0]["spread"] < 0.01
