@@ -177,16 +177,18 @@ def test_a_few_steps_reduce_the_loss_on_one_clip():
     clip = avss_clip(g, frames=4, real=4, supervised=range(4))
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
     totals = []
-    for _ in range(12):
+    for _ in range(30):
         losses = model([clip])
         total = sum(losses.values())
         optimizer.zero_grad()
         total.backward()
         optimizer.step()
         totals.append(total.item())
-    # measured (this machine, seed 3): 71.9 -> 30.4 in 12 steps; the matching can change between steps, so
-    # only the end is compared with the start, with a wide margin
-    assert min(totals[-3:]) < 0.7 * totals[0], totals
+    # measured (AVX2, seed 3), the config's He-initialised audio encoder: 69.9, a plateau near 60 for ~10
+    # steps, then 45.6 at step 20 and 19.7 at step 30 (PyTorch's default init: 71.9 -> 30.4 in 12 steps, no
+    # plateau). The matching can change between steps, so only the end is compared with the start, with a
+    # wide margin.
+    assert min(totals[-3:]) < 0.5 * totals[0], totals
 
 
 def test_padded_frames_audio_feature_is_zero():
