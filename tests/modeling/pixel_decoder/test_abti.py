@@ -192,6 +192,7 @@ def test_w_m_is_stored_as_f_m_weight_like_a_bias_free_linear_layer(monkeypatch):
     feats, audio = (t.float() for t in _inputs())
     with torch.no_grad():
         assert torch.equal(other.eval()(feats, audio), abti.eval()(feats, audio))
+    # f_m only holds W_m under its checkpoint name; eq. (9) uses w_m directly, so f_m has no forward of its own
     with pytest.raises(NotImplementedError):
         abti.f_m(torch.zeros(1, C))
 
