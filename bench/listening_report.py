@@ -1,11 +1,15 @@
 """Several models' listening evaluations side by side: one markdown table and a chart of the share of frames
 with predicted foreground per condition (docs/listening.md).
 
-    .venv/bin/python -m bench.listening_report NAME=DIR [NAME=DIR ...] [--chart PNG]
+    .venv/bin/python -m bench.listening_report NAME=DIR [NAME=DIR ...] [--chart PNG] [--min-areas A [A ...]]
 
 ``DIR`` is the ``--output`` of ``bench.listening`` (its ``listening.json``). Table: per condition and model the
 share of frames with any predicted foreground (the false-positive rate on negatives) with its 95 % bootstrap
 range, the mean predicted area, M_J on the positive conditions and the listening score on the negatives.
+
+``--min-areas`` adds a table of how large the false positives are: per negative condition and model, the
+share of frames whose predicted foreground covers more than each area ``A`` (a share of the frame; 0 = any
+pixel = the FPR), read from the per-clip records ``DIR/{condition}.json`` that ``bench.listening`` writes.
 """
 from __future__ import annotations
 
@@ -15,6 +19,8 @@ import os
 from typing import Dict, List, Sequence
 
 import numpy as np
+
+from aqformer_d2.evaluation.listening import foreground_frames_above
 
 
 def load(specs: Sequence[str]) -> Dict[str, Dict]:
@@ -58,6 +64,27 @@ def table(records: Dict[str, Dict]) -> List[str]:
     return lines
 
 
+def area_table(records: Dict[str, Dict], folders: Dict[str, str], min_areas: Sequence[float]) -> List[str]:
+    """Markdown: one line per negative condition, per model the shares of frames with predicted foreground
+    above each of ``min_areas``, from ``folder/{condition}.json``'s per-clip ``"area"`` lists."""
+    names = list(records)
+    summary = next(iter(records.values()))["summary"]
+    negatives = [c for c, row in summary.items() if row["negative"]]
+    head = "frames with foreground above area " + " / ".join(f"{a:g}" for a in min_areas)
+    lines = [f"| condition: {head} | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+    for cond in negatives:
+        cells = []
+        for name in names:
+            path = os.path.join(folders[name], f"{cond}.json")
+            if not os.path.isfile(path):
+                raise SystemExit(f"{name}: {path} does not exist (the per-clip record of bench.listening's --output)")
+            with open(path) as f:
+                area = [a for clip in json.load(f)["clips"] for a in clip["area"]]
+            cells.append(" / ".join(f"{foreground_frames_above(area, a):.3f}" for a in min_areas))
+        lines.append(f"| {cond} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def chart(records: Dict[str, Dict], path: str, title: str) -> None:
     """Grouped bars: share of frames with predicted foreground per condition and model, with bootstrap ranges."""
     from bench.common import BarSeries, grouped_bar_chart
@@ -79,9 +106,17 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("models", nargs="+", metavar="NAME=DIR")
     p.add_argument("--chart", help="write the chart here (PNG)")
+    p.add_argument("--min-areas", type=float, nargs="+", metavar="A",
+                   help="also tabulate the share of negative frames with predicted foreground above these areas "
+                        "(shares of the frame, e.g. 0 0.002 0.005 0.01)")
     args = p.parse_args(argv)
+    if args.min_areas and not all(0.0 <= a < 1.0 for a in args.min_areas):
+        p.error(f"--min-areas must be shares of the frame in [0, 1), got {args.min_areas}")
     records = load(args.models)
     lines = table(records)
+    if args.min_areas:
+        folders = {name: spec.partition("=")[2] for name, spec in zip(records, args.models)}
+        lines += [""] + area_table(records, folders, args.min_areas)
     print("\n".join(lines))
     if args.chart:
         dataset = next(iter(records.values()))["dataset"]

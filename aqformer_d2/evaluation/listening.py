@@ -11,6 +11,9 @@ Definitions (a clip has T frames; a frame's prediction is ``probs > threshold``,
   jiali-home/AVSBench-Robust ``training_evaluation/code/AVSegFormer/scripts/s4/test.py``: sigmoid > 0.5,
   activated pixels / (H*W), averaged over frames; Li et al., "Do Audio-Visual Segmentation Models Truly
   Segment Sounding Objects?", arXiv 2502.00358).
+* frames with foreground above a minimum area ``FPR_a``: the share of negative-audio frames whose predicted
+  foreground share exceeds ``a`` (``FPR_0`` is FPR). Not a goal metric: it tells a stray fragment (a few
+  pixels) from a mask the size of an object, i.e. how a user would see the false positives.
 * listening score ``S = 2 M_J (1 - FPR) / (M_J + 1 - FPR)``: the harmonic mean of the positive M_J (own
   audio, official definition) and ``1 - FPR`` on a negative condition; 0 when both are 0. Always
   predicting foreground gives FPR = 1 and S = 0; never predicting gives M_J = 0 on frames with a sounding
@@ -41,6 +44,7 @@ __all__ = [
     "foreground_per_frame",
     "false_positive_rate",
     "mean_foreground_area",
+    "foreground_frames_above",
     "listening_score",
     "bootstrap_interval",
     "ListeningEvaluator",
@@ -72,6 +76,16 @@ def mean_foreground_area(area: Sequence[float]) -> float:
     if a.size == 0:
         raise ValueError("mean_foreground_area: no frames")
     return float(a.mean())
+
+
+def foreground_frames_above(area: Sequence[float], min_area: float) -> float:
+    """``FPR_a``: share of frames whose predicted foreground share ``area`` ``[N]`` exceeds ``min_area`` (in [0, 1))."""
+    a = np.asarray(area, dtype=np.float64)
+    if a.size == 0:
+        raise ValueError("foreground_frames_above: no frames")
+    if not 0.0 <= float(min_area) < 1.0:
+        raise ValueError(f"foreground_frames_above: min_area must be in [0, 1), got {min_area}")
+    return float((a > float(min_area)).mean())
 
 
 def listening_score(positive_miou: float, fpr: float) -> float:

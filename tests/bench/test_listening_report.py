@@ -1,4 +1,5 @@
-"""bench.listening_report: two models' listening records side by side, refused when they differ in conditions."""
+"""bench.listening_report: two models' listening records side by side, refused when they differ in conditions;
+the table of false positives by minimum area from the per-clip records."""
 import json
 
 import pytest
@@ -43,3 +44,21 @@ def test_refuses_records_with_other_conditions_or_missing(tmp_path):
         listening_report.load([f"c={tmp_path / 'nowhere'}"])
     with pytest.raises(SystemExit, match="expected NAME=DIR"):
         listening_report.load([a])
+
+
+def test_min_area_table_reads_the_per_clip_records(tmp_path):
+    a = _record(tmp_path / "a", 1.0, 0.75)
+    b = _record(tmp_path / "b", 1.0, 0.25)
+    clips = {"a": [[0.0, 0.001], [0.02, 0.004]], "b": [[0.0, 0.0], [0.0, 0.3]]}  # 2 clips x 2 frames of areas
+    for name, areas in clips.items():
+        (tmp_path / name / "silence.json").write_text(json.dumps({"clips": [{"area": x} for x in areas]}))
+    lines = listening_report.main([f"a={a}", f"b={b}", "--min-areas", "0", "0.002", "0.01"])
+    i = lines.index("")
+    assert lines[i + 1] == "| condition: frames with foreground above area 0 / 0.002 / 0.01 | a | b |"
+    assert lines[i + 3] == "| silence | 0.750 / 0.500 / 0.250 | 0.250 / 0.250 / 0.250 |"
+    assert len(lines) == i + 4  # negatives only: own has no line
+    (tmp_path / "b" / "silence.json").unlink()
+    with pytest.raises(SystemExit, match="silence.json does not exist"):
+        listening_report.main([f"a={a}", f"b={b}", "--min-areas", "0"])
+    with pytest.raises(SystemExit):
+        listening_report.main([f"a={a}", "--min-areas", "1.5"])

@@ -6,8 +6,8 @@ import torch
 from PIL import Image
 
 from aqformer_d2.evaluation.listening import (
-    ListeningEvaluator, bootstrap_interval, false_positive_rate, foreground_per_frame, listening_score,
-    mean_foreground_area,
+    ListeningEvaluator, bootstrap_interval, false_positive_rate, foreground_frames_above, foreground_per_frame,
+    listening_score, mean_foreground_area,
 )
 
 
@@ -23,6 +23,19 @@ def test_foreground_per_frame_uses_the_threshold_strictly():
     assert false_positive_rate(any_fg) == pytest.approx(2 / 3) and mean_foreground_area(area) == pytest.approx(1 / 3)
     with pytest.raises(ValueError, match="no frames"):
         false_positive_rate([])
+
+
+def test_foreground_frames_above_counts_frames_over_a_minimum_area_strictly():
+    area = [0.0, 0.001, 0.005, 0.03]
+    assert foreground_frames_above(area, 0.0) == 0.75  # = FPR: any pixel
+    assert foreground_frames_above(area, 0.001) == 0.5  # strictly above
+    assert foreground_frames_above(area, 0.004) == 0.5
+    assert foreground_frames_above(area, 0.01) == 0.25
+    assert foreground_frames_above(area, 0.0) == false_positive_rate([a > 0 for a in area])
+    with pytest.raises(ValueError, match="no frames"):
+        foreground_frames_above([], 0.0)
+    with pytest.raises(ValueError, match="min_area"):
+        foreground_frames_above(area, 1.0)
 
 
 def test_listening_score_cannot_be_gamed():
