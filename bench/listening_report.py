@@ -2,6 +2,7 @@
 with predicted foreground per condition (docs/listening.md).
 
     .venv/bin/python -m bench.listening_report NAME=DIR [NAME=DIR ...] [--chart PNG] [--min-areas A [A ...]]
+        [--area-conditions COND [COND ...]]
 
 ``DIR`` is the ``--output`` of ``bench.listening`` (its ``listening.json``). Table: per condition and model the
 share of frames with any predicted foreground (the false-positive rate on negatives) with its 95 % bootstrap
@@ -9,14 +10,15 @@ range, the mean predicted area, M_J on the positive conditions and the listening
 
 ``--min-areas`` adds a table of how large the false positives are: per negative condition and model, the
 share of frames whose predicted foreground covers more than each area ``A`` (a share of the frame; 0 = any
-pixel = the FPR), read from the per-clip records ``DIR/{condition}.json`` that ``bench.listening`` writes.
+pixel = the FPR), read from the per-clip records ``DIR/{condition}.json`` that ``bench.listening`` writes;
+``--area-conditions`` limits it to some negative conditions (default: all).
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
@@ -64,12 +66,19 @@ def table(records: Dict[str, Dict]) -> List[str]:
     return lines
 
 
-def area_table(records: Dict[str, Dict], folders: Dict[str, str], min_areas: Sequence[float]) -> List[str]:
-    """Markdown: one line per negative condition, per model the shares of frames with predicted foreground
-    above each of ``min_areas``, from ``folder/{condition}.json``'s per-clip ``"area"`` lists."""
+def area_table(records: Dict[str, Dict], folders: Dict[str, str], min_areas: Sequence[float],
+               conditions: Optional[Sequence[str]] = None) -> List[str]:
+    """Markdown: one line per negative condition (``conditions``, default all), per model the shares of frames
+    with predicted foreground above each of ``min_areas``, from ``folder/{condition}.json``'s per-clip
+    ``"area"`` lists."""
     names = list(records)
     summary = next(iter(records.values()))["summary"]
     negatives = [c for c, row in summary.items() if row["negative"]]
+    if conditions is not None:
+        unknown = [c for c in conditions if c not in negatives]
+        if unknown:
+            raise SystemExit(f"--area-conditions {unknown}: not negative conditions of the records ({negatives})")
+        negatives = list(conditions)
     head = "frames with foreground above area " + " / ".join(f"{a:g}" for a in min_areas)
     lines = [f"| condition: {head} | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
     for cond in negatives:
@@ -109,6 +118,8 @@ def main(argv=None):
     p.add_argument("--min-areas", type=float, nargs="+", metavar="A",
                    help="also tabulate the share of negative frames with predicted foreground above these areas "
                         "(shares of the frame, e.g. 0 0.002 0.005 0.01)")
+    p.add_argument("--area-conditions", nargs="+", metavar="COND",
+                   help="negative conditions of the --min-areas table (default: all negative conditions)")
     args = p.parse_args(argv)
     if args.min_areas and not all(0.0 <= a < 1.0 for a in args.min_areas):
         p.error(f"--min-areas must be shares of the frame in [0, 1), got {args.min_areas}")
@@ -116,7 +127,7 @@ def main(argv=None):
     lines = table(records)
     if args.min_areas:
         folders = {name: spec.partition("=")[2] for name, spec in zip(records, args.models)}
-        lines += [""] + area_table(records, folders, args.min_areas)
+        lines += [""] + area_table(records, folders, args.min_areas, args.area_conditions)
     print("\n".join(lines))
     if args.chart:
         dataset = next(iter(records.values()))["dataset"]

@@ -57,6 +57,9 @@ def test_min_area_table_reads_the_per_clip_records(tmp_path):
     assert lines[i + 1] == "| condition: frames with foreground above area 0 / 0.002 / 0.01 | a | b |"
     assert lines[i + 3] == "| silence | 0.750 / 0.500 / 0.250 | 0.250 / 0.250 / 0.250 |"
     assert len(lines) == i + 4  # negatives only: own has no line
+    with pytest.raises(SystemExit, match="not negative conditions"):
+        listening_report.main([f"a={a}", f"b={b}", "--min-areas", "0", "--area-conditions", "own"])
+    assert listening_report.main([f"a={a}", "--min-areas", "0", "--area-conditions", "silence"])[-1] == "| silence | 0.750 |"
     (tmp_path / "b" / "silence.json").unlink()
     with pytest.raises(SystemExit, match="silence.json does not exist"):
         listening_report.main([f"a={a}", f"b={b}", "--min-areas", "0"])
