@@ -180,7 +180,7 @@ def add_aqformer_config(cfg: CN) -> None:
     # Control experiment: replace every clip's audio examples by zeros (audio-blind training/evaluation).
     cfg.INPUT.AUDIO.ZERO_INPUT = False
     # Training with negative audio (docs/listening.md): with probability PROB a training clip's audio is
-    # replaced by a negative of one of KINDS (uniformly: "silence", "white_noise", "pink_noise",
+    # replaced by a negative of one of KINDS (weighted by KIND_WEIGHTS, empty = uniformly: "silence", "white_noise", "pink_noise",
     # "brown_noise", "offscreen" = the sound of a SynthAVS category absent from the clip, "offscreen_scene" = that
     # sound over the dataset's background noise; the two off-screen kinds are SynthAVS only) and its masks by
     # empty ones (same labelled frames). Noise is set to one of LEVELS_DB (uniformly), in dB relative to the
@@ -190,6 +190,9 @@ def add_aqformer_config(cfg: CN) -> None:
     cfg.INPUT.NEGATIVE_AUDIO.PROB = 0.0
     cfg.INPUT.NEGATIVE_AUDIO.KINDS = ["silence", "white_noise", "pink_noise", "offscreen_scene"]
     cfg.INPUT.NEGATIVE_AUDIO.LEVELS_DB = [0.0, -20.0]
+    # Relative weights of KINDS, one per kind (e.g. [1, 1, 1, 4]: offscreen_scene drawn 4x as often as each
+    # other kind); empty = uniformly.
+    cfg.INPUT.NEGATIVE_AUDIO.KIND_WEIGHTS = []
 
     # ---------------------------------------------------------------- timm backbone adapter
     cfg.MODEL.TIMM_BACKBONE = CN()

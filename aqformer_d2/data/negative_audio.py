@@ -169,12 +169,15 @@ class NegativeAudioSampler:
 
     Args:
         prob: probability that a clip becomes a negative (``INPUT.NEGATIVE_AUDIO.PROB``), in [0, 1].
-        kinds: kinds to choose from, uniformly (``INPUT.NEGATIVE_AUDIO.KINDS``), a subset of :data:`NEGATIVE_KINDS`.
+        kinds: kinds to choose from (``INPUT.NEGATIVE_AUDIO.KINDS``), a subset of :data:`NEGATIVE_KINDS`.
+        kind_weights: relative weights of ``kinds``, one each (``INPUT.NEGATIVE_AUDIO.KIND_WEIGHTS``), finite and
+            >= 0 with a positive sum; empty (the default) = uniformly, by the same draw as before weights existed.
         levels_db: levels of the noise kinds relative to the clip's RMS, chosen uniformly
             (``INPUT.NEGATIVE_AUDIO.LEVELS_DB``); an off-screen kind is always at :data:`OFFSCREEN_LEVEL_DB`.
     """
 
-    def __init__(self, *, prob: float, kinds: Sequence[str], levels_db: Sequence[float]):
+    def __init__(self, *, prob: float, kinds: Sequence[str], levels_db: Sequence[float],
+                 kind_weights: Sequence[float] = ()):
         if not 0.0 <= float(prob) <= 1.0:
             raise ValueError(f"INPUT.NEGATIVE_AUDIO.PROB must be in [0, 1], got {prob}")
         kinds, levels = tuple(kinds), tuple(float(v) for v in levels_db)
@@ -185,14 +188,21 @@ class NegativeAudioSampler:
             raise ValueError(f"INPUT.NEGATIVE_AUDIO.LEVELS_DB is empty but KINDS {list(kinds)} include noise")
         if not all(math.isfinite(v) for v in levels):
             raise ValueError(f"INPUT.NEGATIVE_AUDIO.LEVELS_DB must be finite, got {list(levels)}")
+        weights = tuple(float(w) for w in kind_weights)
+        if weights and (len(weights) != len(kinds) or not all(math.isfinite(w) and w >= 0.0 for w in weights)
+                        or sum(weights) <= 0.0):
+            raise ValueError(f"INPUT.NEGATIVE_AUDIO.KIND_WEIGHTS must be empty or one finite weight >= 0 per kind of "
+                             f"KINDS {list(kinds)} with a positive sum, got {list(weights)}")
         self.prob, self.kinds, self.levels_db = float(prob), kinds, levels
+        # cumulative shares of the kinds [K], last 1.0; None = uniform
+        self._cumulative = None if not weights else np.cumsum(weights) / sum(weights)
 
     @classmethod
     def from_config(cls, cfg) -> Optional["NegativeAudioSampler"]:
         """The sampler of ``cfg.INPUT.NEGATIVE_AUDIO``, or None when PROB is 0 (no clip is touched and no
         random number is drawn, so training is bitwise what it was without the feature)."""
         node = cfg.INPUT.NEGATIVE_AUDIO
-        sampler = cls(prob=node.PROB, kinds=node.KINDS, levels_db=node.LEVELS_DB)
+        sampler = cls(prob=node.PROB, kinds=node.KINDS, levels_db=node.LEVELS_DB, kind_weights=node.KIND_WEIGHTS)
         return sampler if sampler.prob > 0.0 else None
 
     def draw(self, rng: np.random.Generator) -> Optional[Dict]:
@@ -200,7 +210,11 @@ class NegativeAudioSampler:
 
         Always draws the same count of numbers from ``rng`` (4), whatever the outcome."""
         u = rng.random()
-        k, l = rng.integers(len(self.kinds)), rng.integers(max(len(self.levels_db), 1))
+        if self._cumulative is None:
+            k = rng.integers(len(self.kinds))
+        else:  # inverse of the weights' distribution function at one uniform number
+            k = min(int(np.searchsorted(self._cumulative, rng.random(), side="right")), len(self.kinds) - 1)
+        l = rng.integers(max(len(self.levels_db), 1))
         seed = rng.integers(_SEED_HIGH)
         if u >= self.prob:
             return None
@@ -210,7 +224,8 @@ class NegativeAudioSampler:
         return {"kind": kind, "level_db": level, "seed": int(seed)}
 
     def __repr__(self) -> str:
-        return f"NegativeAudioSampler(prob={self.prob}, kinds={list(self.kinds)}, levels_db={list(self.levels_db)})"
+        weights = "" if self._cumulative is None else f", kind_shares={np.diff(self._cumulative, prepend=0.0).round(4).tolist()}"
+        return f"NegativeAudioSampler(prob={self.prob}, kinds={list(self.kinds)}, levels_db={list(self.levels_db)}{weights})"
 
 
 def negative_specs_for(dataset_dicts: List[dict], kind: str, level_db: Optional[float], seed: int) -> List[dict]:

@@ -197,6 +197,28 @@ def test_sampler_draws_every_kind_and_level_and_validates():
         NegativeAudioSampler(prob=0.5, kinds=["white_noise"], levels_db=[])
 
 
+def test_kind_weights_set_the_shares_of_the_kinds():
+    kinds = ["silence", "white_noise", "offscreen_scene"]
+    s = NegativeAudioSampler(prob=1.0, kinds=kinds, levels_db=[0.0], kind_weights=[1.0, 0.0, 3.0])
+    rng = np.random.default_rng(0)
+    n = 4000
+    drawn = [s.draw(rng)["kind"] for _ in range(n)]
+    # binomial share 0.75 of n = 4000 draws: standard deviation sqrt(0.75 * 0.25 / 4000) = 0.0068; 5 of them
+    assert abs(drawn.count("offscreen_scene") / n - 0.75) < 0.035
+    assert drawn.count("white_noise") == 0  # weight 0: never drawn
+    assert drawn.count("silence") + drawn.count("offscreen_scene") == n
+    # empty weights: uniform, the same draws as a sampler built without the argument
+    a, b = NegativeAudioSampler(prob=0.5, kinds=kinds, levels_db=[0.0]), \
+        NegativeAudioSampler(prob=0.5, kinds=kinds, levels_db=[0.0], kind_weights=[])
+    ra, rb = np.random.default_rng(3), np.random.default_rng(3)
+    assert [a.draw(ra) for _ in range(50)] == [b.draw(rb) for _ in range(50)]
+    for bad in ([1.0, 2.0], [1.0, -1.0, 1.0], [0.0, 0.0, 0.0], [1.0, float("nan"), 1.0]):
+        with pytest.raises(ValueError, match="KIND_WEIGHTS"):
+            NegativeAudioSampler(prob=0.5, kinds=kinds, levels_db=[0.0], kind_weights=bad)
+    cfg = make_cfg(**{"INPUT.NEGATIVE_AUDIO.PROB": 0.25, "INPUT.NEGATIVE_AUDIO.KIND_WEIGHTS": [1.0, 1.0, 1.0, 4.0]})
+    assert "kind_shares=[0.1429, 0.1429, 0.1429, 0.5714]" in repr(NegativeAudioSampler.from_config(cfg))
+
+
 def test_negative_audio_datasets(synth):
     name = register_negative_audio("synthavs_s4_test", "white_noise", -20.0, seed=1)
     assert name == negative_dataset_name("synthavs_s4_test", "white_noise", -20.0) == "synthavs_s4_test_neg_white_noise_m20db"
