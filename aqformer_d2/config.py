@@ -180,10 +180,10 @@ def add_aqformer_config(cfg: CN) -> None:
     # Control experiment: replace every clip's audio examples by zeros (audio-blind training/evaluation).
     cfg.INPUT.AUDIO.ZERO_INPUT = False
     # Training with negative audio (docs/listening.md): with probability PROB a training clip's audio is
-    # replaced by a negative of one of KINDS (weighted by KIND_WEIGHTS, empty = uniformly: "silence", "white_noise", "pink_noise",
-    # "brown_noise", "offscreen" = the sound of a SynthAVS category absent from the clip, "offscreen_scene" = that
-    # sound over the dataset's background noise; the two off-screen kinds are SynthAVS only) and its masks by
-    # empty ones (same labelled frames). Noise is set to one of LEVELS_DB (uniformly), in dB relative to the
+    # replaced by a negative of one of KINDS (weighted by KIND_WEIGHTS, empty = uniformly: "silence",
+    # "white_noise", "pink_noise", "brown_noise", "offscreen" = the sound of a SynthAVS category absent from
+    # the clip, "offscreen_scene" = that sound over the dataset's background noise; the two off-screen kinds
+    # are SynthAVS only) and its masks by empty ones (same labelled frames). Noise is set to one of LEVELS_DB (uniformly), in dB relative to the
     # RMS of the clip's own soundtrack; an off-screen sound is as loud as the soundtrack. Drawn per clip from
     # the resumable sample stream. 0 = off (the paper trains without negatives).
     cfg.INPUT.NEGATIVE_AUDIO = CN()

@@ -171,7 +171,7 @@ class NegativeAudioSampler:
         prob: probability that a clip becomes a negative (``INPUT.NEGATIVE_AUDIO.PROB``), in [0, 1].
         kinds: kinds to choose from (``INPUT.NEGATIVE_AUDIO.KINDS``), a subset of :data:`NEGATIVE_KINDS`.
         kind_weights: relative weights of ``kinds``, one each (``INPUT.NEGATIVE_AUDIO.KIND_WEIGHTS``), finite and
-            >= 0 with a positive sum; empty (the default) = uniformly, by the same draw as before weights existed.
+            >= 0 with a positive sum; empty (the default) = uniformly, by one integer draw (``rng.integers``).
         levels_db: levels of the noise kinds relative to the clip's RMS, chosen uniformly
             (``INPUT.NEGATIVE_AUDIO.LEVELS_DB``); an off-screen kind is always at :data:`OFFSCREEN_LEVEL_DB`.
     """
@@ -212,7 +212,8 @@ class NegativeAudioSampler:
         u = rng.random()
         if self._cumulative is None:
             k = rng.integers(len(self.kinds))
-        else:  # inverse of the weights' distribution function at one uniform number
+        else:  # inverse of the weights' distribution function at one uniform number; min() guards the last
+            # cumulative share, which round-off may leave a hair below 1.0
             k = min(int(np.searchsorted(self._cumulative, rng.random(), side="right")), len(self.kinds) - 1)
         l = rng.integers(max(len(self.levels_db), 1))
         seed = rng.integers(_SEED_HIGH)
@@ -224,8 +225,10 @@ class NegativeAudioSampler:
         return {"kind": kind, "level_db": level, "seed": int(seed)}
 
     def __repr__(self) -> str:
-        weights = "" if self._cumulative is None else f", kind_shares={np.diff(self._cumulative, prepend=0.0).round(4).tolist()}"
-        return f"NegativeAudioSampler(prob={self.prob}, kinds={list(self.kinds)}, levels_db={list(self.levels_db)}{weights})"
+        shares = "" if self._cumulative is None else \
+            f", kind_shares={np.diff(self._cumulative, prepend=0.0).round(4).tolist()}"
+        return (f"NegativeAudioSampler(prob={self.prob}, kinds={list(self.kinds)}, "
+                f"levels_db={list(self.levels_db)}{shares})")
 
 
 def negative_specs_for(dataset_dicts: List[dict], kind: str, level_db: Optional[float], seed: int) -> List[dict]:
