@@ -6,6 +6,10 @@ Example::
     python datasets/prepare_synthavs.py --root datasets/SynthAVS --variant both --seed 0
     python datasets/prepare_synthavs.py --root datasets/SynthAVS_tiny --n-train 200 --n-val 20 --n-test 20 --image-size 128
     python datasets/prepare_synthavs.py --root datasets/SynthAVS_semantic --avss --image-size 96
+    python datasets/prepare_synthavs.py --root datasets/SynthAVS --variant both --seed 0 --workers 8
+
+--workers N synthesizes clips in N processes (SynthAVS-object only); the files are byte-identical to those
+of one process.
 
 --avss writes SynthAVS-semantic in the AVSBench-semantic layout instead (v1s / v1m / v2-like subsets, K = 9
 classes; registered as synthavs_avss_*; --n-* count clips per subset; --variant and --num-categories do
@@ -42,6 +46,13 @@ def _non_negative_int(text: str) -> int:
     return value
 
 
+def _positive_int(text: str) -> int:
+    value = _non_negative_int(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError("expected a positive integer, got 0")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     defaults = ", ".join(f"{v.upper()} {s['train']}/{s['val']}/{s['test']}" for v, s in DEFAULT_SPLIT_SIZES.items())
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -61,6 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--snr-db", type=float, default=10.0, help="source-to-background-noise ratio in dB")
     parser.add_argument("--no-noise", action="store_true", help="no background noise (ignores --snr-db)")
     parser.add_argument("--overwrite", action="store_true", help="replace a SynthAVS dataset made with other parameters")
+    parser.add_argument("--workers", type=_positive_int, default=1,
+                        help="processes that synthesize clips (SynthAVS-object only; same files for any number)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
 
@@ -79,11 +92,16 @@ def main(argv: Optional[List[str]] = None) -> int:
         progress=not args.quiet,
         overwrite=args.overwrite,
     )
+    if args.avss and args.workers != 1:
+        logger.error("--workers applies to SynthAVS-object only; SynthAVS-semantic (--avss) is written by one process")
+        return 2
     try:
         if args.avss:
             manifest = generate_synthavs_semantic(args.root, **common)
         else:
-            manifest = generate_synthavs(args.root, variant=args.variant, num_categories=args.num_categories, **common)
+            manifest = generate_synthavs(
+                args.root, variant=args.variant, num_categories=args.num_categories, workers=args.workers, **common
+            )
     except (ValueError, FileExistsError) as e:
         logger.error("%s", e)
         return 2

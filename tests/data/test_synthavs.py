@@ -149,6 +149,24 @@ def test_same_seed_is_byte_identical_and_other_seed_differs(tiny_root, tmp_path)
     assert not filecmp.cmp(wa, wb, shallow=False)
 
 
+def test_workers_write_byte_identical_files_in_the_same_order(tiny_root, tmp_path):
+    """Clips made in two worker processes: the same files, byte for byte, and the same csv/jsonl row order."""
+    parallel = tmp_path / "parallel"
+    manifest = generate_synthavs(parallel, workers=2, **TINY)
+    assert manifest["complete"] is True and manifest["skipped"] is False
+    files = sorted(_all_files(tiny_root))
+    assert files == sorted(_all_files(str(parallel)))
+    _, mismatch, errors = filecmp.cmpfiles(tiny_root, str(parallel), files, shallow=False)
+    assert mismatch == [] and errors == []
+
+
+@pytest.mark.parametrize("workers", [0, -1, 1.5, True, "2"])
+def test_bad_worker_counts_are_refused(tmp_path, workers):
+    with pytest.raises(ValueError, match="workers"):
+        generate_synthavs(tmp_path / "x", variant="s4", n_train=1, n_val=0, n_test=0, image_size=32, workers=workers)
+    assert not os.path.exists(tmp_path / "x" / MANIFEST_NAME)
+
+
 # Objects per clip and the fewest silent (never sounding) ones: S4 2-4 / 1, MS3 4-5 / 2.
 _OBJECTS_AND_SILENT = {"s4": ((2, 4), 1), "ms3": ((4, 5), 2)}
 
@@ -356,3 +374,7 @@ def test_command_line(tmp_path):
     assert module.main(argv[:-1] + ["--seed", "3", "--quiet"]) == 2  # refused: different parameters
     with pytest.raises(SystemExit):
         module.main(["--root", root, "--variant", "xyz"])
+    with pytest.raises(SystemExit):
+        module.main(["--root", root, "--workers", "0"])
+    assert module.main(["--root", str(tmp_path / "sem"), "--avss", "--workers", "2", "--quiet"]) == 2
+    assert not (tmp_path / "sem").exists()

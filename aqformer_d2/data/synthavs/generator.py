@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import json
 import logging
+import multiprocessing
 import os
-from typing import Any, Dict, Optional, Union
+from concurrent.futures import ProcessPoolExecutor
+from typing import Any, Dict, Iterator, Optional, Tuple, Union
 
 import numpy as np
 import soundfile as sf
@@ -94,6 +96,40 @@ def _write_clip(root: str, clip: SynthClip, record: Dict[str, Any], logmel_fn) -
         dump_tensor(logmel_tensor(clip.waveform, logmel_fn), fh)
 
 
+def _synthesize_and_write(job: Tuple[str, int, str, str, int, Dict[str, Any]]) -> Dict[str, Any]:
+    """Synthesize clip ``(seed, variant, split, index)``, write its files under ``root``; its metadata record.
+
+    A top-level function so that worker processes can run it: each clip depends only on its own
+    arguments (``synthesize_clip`` seeds every clip independently), so the files do not depend on the
+    process that writes them.
+    """
+    root, seed, variant, split, index, clip_kwargs = job
+    clip = synthesize_clip(seed, variant, split, index, **clip_kwargs)
+    record = clip.metadata()
+    _write_clip(root, clip, record, load_logmel_fn())
+    return record
+
+
+def _one_thread() -> None:
+    """Worker initializer: one torch thread per worker process, so that N workers use N cores."""
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def _records_in_order(jobs, workers: int) -> Iterator[Dict[str, Any]]:
+    """The records of ``jobs`` in the order of ``jobs``, made in this process or in ``workers`` processes.
+
+    Workers are spawned, not forked: a fork of a process whose torch thread pool is running can hang.
+    """
+    if workers == 1:
+        yield from map(_synthesize_and_write, jobs)
+        return
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_one_thread) as pool:
+        yield from pool.map(_synthesize_and_write, jobs, chunksize=8)
+
+
 # ----------------------------------------------------------------------------- dataset
 def generate_synthavs(
     root: Union[str, os.PathLike],
@@ -108,6 +144,7 @@ def generate_synthavs(
     snr_db: Optional[float] = 10.0,
     progress: bool = False,
     overwrite: bool = False,
+    workers: int = 1,
 ) -> Dict[str, Any]:
     """Generate SynthAVS under ``root`` in the AVSBench layout (Single-source/, Multi-sources/).
 
@@ -122,6 +159,8 @@ def generate_synthavs(
         snr_db: level of one sound source over the background noise, in dB; None: no noise.
         progress: show a tqdm progress bar.
         overwrite: replace an existing SynthAVS dataset generated with different parameters.
+        workers: processes that synthesize and write clips (1: this process only). The files are
+            byte-identical for any number of workers; only the wall time changes.
 
     Returns:
         The manifest (also written to ``root/synthavs_manifest.json``): parameters, split sizes,
@@ -138,9 +177,11 @@ def generate_synthavs(
         raise ValueError(f"variant must be 's4', 'ms3' or 'both', got {variant!r}")
     variants = VARIANTS if variant == "both" else (variant,)
     _check_clip_args(seed, variants[0], "train", 0, image_size, num_categories, snr_db)
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"workers must be a positive int, got {workers!r}")
     sizes = resolve_split_sizes(variants, n_train, n_val, n_test, DEFAULT_SPLIT_SIZES)
     root = os.fspath(root)
-    logmel_fn = load_logmel_fn()  # fail before touching anything on disk
+    load_logmel_fn()  # fail before touching anything on disk
     params = {
         "format_version": FORMAT_VERSION,
         "variant": variant,
@@ -179,21 +220,17 @@ def generate_synthavs(
             vdir = os.path.join(root, _S4_DIR if v == "s4" else _MS3_DIR)
             os.makedirs(vdir, exist_ok=True)
             rows, records = [], []
-            for split in SPLITS:
-                for index in range(sizes[v][split]):
-                    clip = synthesize_clip(
-                        seed, v, split, index, image_size=image_size, num_categories=num_categories, snr_db=snr_db
-                    )
-                    record = clip.metadata()
-                    _write_clip(root, clip, record, logmel_fn)
-                    records.append(record)
-                    if v == "s4":
-                        rows.append([clip.name, 0, record["category"], split])
-                    else:
-                        heard = sorted({c for second in record["sounding_categories"] for c in second})
-                        rows.append([clip.name, 0, ";".join(heard), split])
-                    if bar is not None:
-                        bar.update(1)
+            clip_kwargs = {"image_size": image_size, "num_categories": num_categories, "snr_db": snr_db}
+            jobs = [(root, seed, v, split, index, clip_kwargs) for split in SPLITS for index in range(sizes[v][split])]
+            for (_, _, _, split, _, _), record in zip(jobs, _records_in_order(jobs, workers)):
+                records.append(record)
+                if v == "s4":
+                    rows.append([record["name"], 0, record["category"], split])
+                else:
+                    heard = sorted({c for second in record["sounding_categories"] for c in second})
+                    rows.append([record["name"], 0, ";".join(heard), split])
+                if bar is not None:
+                    bar.update(1)
             if v == "s4":
                 write_csv(os.path.join(vdir, "s4_meta_data.csv"), ["name", "start", "category", "split"], rows)
             else:
