@@ -67,3 +67,24 @@ def test_only_keeps_own_and_the_named_conditions(tiny_model, tmp_path):
     assert sorted(os.listdir(tmp_path / "o")) == ["listening.json", "listening.md", "offscreen_scene.json", "own.json"]
     with pytest.raises(SystemExit, match=r"no condition named \['brown_noise_0dB'\]"):
         listening.main(base + ["--only", "brown_noise_0dB", "--output", str(tmp_path / "x")] + common)
+
+
+def test_every_condition_runs_on_synthavs_ms3(tiny_model, tmp_path):
+    """The MS3 rows: every condition on SynthAVS-MS3 clips (4-5 objects, so the off-screen category is drawn from
+    fewer absent ones; all frames labelled), with the MS3 config and the tiny model's weights (same architecture)."""
+    from aqformer_d2.data.synthavs import generate_synthavs
+
+    _, weights = tiny_model
+    synth = str(tmp_path / "ms3")
+    generate_synthavs(synth, variant="ms3", seed=2, n_train=1, n_val=1, n_test=2, image_size=32)
+    ms3_config = os.path.join(REPO, "configs", "synthavs", "aqformer_tiny_ms3.yaml")
+    summary = listening.main(["--config-file", ms3_config, "--weights", weights, "--levels-db", "0",
+                              "--resamples", "20", "--threads", "1", "--output", str(tmp_path / "out"),
+                              "DATASETS.SYNTHAVS_ROOT", synth, "INPUT.IMAGE_SIZE", "32"])
+    assert list(summary) == ["own", "silence", "white_noise_0dB", "pink_noise_0dB", "offscreen", "offscreen_scene",
+                             "swap"]
+    record = json.load(open(tmp_path / "out" / "listening.json"))
+    assert all(row["num_clips"] == 2 for row in record["summary"].values())
+    own = json.load(open(tmp_path / "out" / "own.json"))["clips"]
+    assert [c["video_id"] for c in own] == ["synth_ms3_test_00000", "synth_ms3_test_00001"]
+    assert all(len(c["any_fg"]) == 5 and c["iou"] is not None for c in own)  # every MS3 test frame is scored
