@@ -12,6 +12,15 @@ range, the mean predicted area, M_J on the positive conditions and the listening
 share of frames whose predicted foreground covers more than each area ``A`` (a share of the frame; 0 = any
 pixel = the FPR), read from the per-clip records ``DIR/{condition}.json`` that ``bench.listening`` writes;
 ``--area-conditions`` limits it to some negative conditions (default: all).
+
+``--seeds`` reads ``NAME=DIR[,DIR ...]``, one folder per training seed, and prints one line per model instead:
+M_J on the positive conditions and the false-positive rate on the negatives, each seed's value in seed order
+("0.873 / 0.841"), so that a difference between models can be checked against the seed spread; its chart
+has one bar per model and condition at the mean over seeds, with the seeds' minimum and maximum as whiskers.
+``--conditions`` limits its columns.
+
+    .venv/bin/python -m bench.listening_report --seeds full=DIR_S0,DIR_S1 vanilla=DIR_S0,DIR_S1 \
+        [--conditions own silence offscreen_scene] [--chart PNG]
 """
 from __future__ import annotations
 
@@ -43,6 +52,62 @@ def load(specs: Sequence[str]) -> Dict[str, Dict]:
         if conds != first:
             raise SystemExit(f"{name}: conditions {conds} differ from {first}; evaluate every model alike")
     return out
+
+
+def load_seeds(specs: Sequence[str]) -> Dict[str, List[Dict]]:
+    """``["name=dir0,dir1", ...]`` -> ``{name: [listening.json of each seed folder]}``.
+
+    Every model must have the same conditions (as :func:`load`) and the same number of seed folders."""
+    flat, counts = [], {}
+    for spec in specs:
+        name, sep, folders = spec.partition("=")
+        if not sep or not name:
+            raise SystemExit(f"{spec!r}: expected NAME=DIR[,DIR ...] (one bench.listening --output per seed)")
+        if name in counts:
+            raise SystemExit(f"{name}: named twice")
+        parts = folders.split(",")
+        counts[name] = len(parts)
+        flat += [f"{name}={folder}" if len(parts) == 1 else f"{name}#{i}={folder}" for i, folder in enumerate(parts)]
+    if len(set(counts.values())) > 1:
+        raise SystemExit(f"every model needs the same number of seed folders, got {counts}")
+    records = load(flat)
+    values = iter(records.values())
+    return {name: [next(values) for _ in range(n)] for name, n in counts.items()}
+
+
+def seed_table(groups: Dict[str, List[Dict]], conditions: Optional[Sequence[str]] = None) -> List[str]:
+    """Markdown: one line per model, one column per condition (``conditions``, default all): M_J on positive
+    conditions, the share of frames with predicted foreground (FPR) on negatives, each seed's value in order."""
+    summary = next(iter(groups.values()))[0]["summary"]
+    if conditions is None:
+        conditions = list(summary)
+    unknown = [c for c in conditions if c not in summary]
+    if unknown:
+        raise SystemExit(f"--conditions {unknown}: not conditions of the records ({list(summary)})")
+    head = [f"{c} ({'FPR' if summary[c]['negative'] else 'M_J'})" for c in conditions]
+    lines = ["| model | " + " | ".join(head) + " |", "|---|" + "---:|" * len(conditions)]
+    for name, seeds in groups.items():
+        cells = []
+        for cond in conditions:
+            key = "foreground_frames" if summary[cond]["negative"] else "mIoU"
+            cells.append(" / ".join(f"{rec['summary'][cond][key]:.3f}" for rec in seeds))
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def seed_chart(groups: Dict[str, List[Dict]], conditions: Sequence[str], path: str, title: str) -> None:
+    """Grouped bars: per condition and model the share of frames with predicted foreground, mean over seeds,
+    whiskers from the seeds' minimum to their maximum."""
+    from bench.common import BarSeries, grouped_bar_chart
+
+    series = []
+    for name, seeds in groups.items():
+        per_seed = np.array([[rec["summary"][c]["foreground_frames"] for c in conditions] for rec in seeds])
+        mean = per_seed.mean(0)  # [conditions]
+        series.append(BarSeries(name, mean, np.stack([mean - per_seed.min(0), per_seed.max(0) - mean])))
+    grouped_bar_chart(path, [c.replace("_", "\n", 1) for c in conditions], series,
+                      ylabel="frames with predicted foreground", title=title, ylim=1.05, legend_loc="center right",
+                      group_width=1.1)
 
 
 def table(records: Dict[str, Dict]) -> List[str]:
@@ -113,7 +178,10 @@ def chart(records: Dict[str, Dict], path: str, title: str) -> None:
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("models", nargs="+", metavar="NAME=DIR")
+    p.add_argument("models", nargs="+", metavar="NAME=DIR", help="NAME=DIR[,DIR ...] with --seeds")
+    p.add_argument("--seeds", action="store_true",
+                   help="one folder per seed for each model; one line per model with every seed's value")
+    p.add_argument("--conditions", nargs="+", metavar="COND", help="columns of the --seeds table (default: all)")
     p.add_argument("--chart", help="write the chart here (PNG)")
     p.add_argument("--min-areas", type=float, nargs="+", metavar="A",
                    help="also tabulate the share of negative frames with predicted foreground above these areas "
@@ -123,6 +191,21 @@ def main(argv=None):
     args = p.parse_args(argv)
     if args.min_areas and not all(0.0 <= a < 1.0 for a in args.min_areas):
         p.error(f"--min-areas must be shares of the frame in [0, 1), got {args.min_areas}")
+    if args.seeds:
+        if args.min_areas or args.area_conditions:
+            p.error("--min-areas and --area-conditions tabulate single records: run them without --seeds")
+        groups = load_seeds(args.models)
+        lines = seed_table(groups, args.conditions)
+        print("\n".join(lines))
+        if args.chart:
+            first = next(iter(groups.values()))[0]
+            conditions = args.conditions or list(first["summary"])
+            seed_chart(groups, conditions, args.chart,
+                       f"{first['dataset']}: mean over seeds, whiskers from the lowest to the highest seed")
+            print(f"wrote {args.chart}")
+        return lines
+    if args.conditions:
+        p.error("--conditions selects the columns of the --seeds table")
     records = load(args.models)
     lines = table(records)
     if args.min_areas:

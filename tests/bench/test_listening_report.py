@@ -65,3 +65,28 @@ def test_min_area_table_reads_the_per_clip_records(tmp_path):
         listening_report.main([f"a={a}", f"b={b}", "--min-areas", "0"])
     with pytest.raises(SystemExit):
         listening_report.main([f"a={a}", "--min-areas", "1.5"])
+
+
+def test_seed_table_gives_each_seeds_value_per_model(tmp_path):
+    """--seeds: one line per model, M_J on positives and FPR on negatives, seeds in the order given; a chart with
+    the mean over seeds; models with different numbers of seeds, repeated names and --min-areas are refused."""
+    full = [_record(tmp_path / f"full{s}", 1.0, fg) for s, fg in enumerate((0.25, 0.5))]
+    vanilla = [_record(tmp_path / f"van{s}", 1.0, fg) for s, fg in enumerate((0.125, 0.75))]
+    chart = tmp_path / "seeds.png"
+    lines = listening_report.main(["--seeds", f"full={full[0]},{full[1]}", f"vanilla={vanilla[0]},{vanilla[1]}",
+                                   "--chart", str(chart)])
+    assert lines == ["| model | own (M_J) | silence (FPR) |", "|---|---:|---:|",
+                     "| full | 0.700 / 0.700 | 0.250 / 0.500 |", "| vanilla | 0.700 / 0.700 | 0.125 / 0.750 |"]
+    assert chart.stat().st_size > 1000
+    lines = listening_report.main(["--seeds", f"full={full[1]},{full[0]}", "--conditions", "silence"])
+    assert lines[-1] == "| full | 0.500 / 0.250 |"
+    with pytest.raises(SystemExit, match="same number of seed folders"):
+        listening_report.main(["--seeds", f"full={full[0]},{full[1]}", f"vanilla={vanilla[0]}"])
+    with pytest.raises(SystemExit, match="named twice"):
+        listening_report.main(["--seeds", f"full={full[0]}", f"full={full[1]}"])
+    with pytest.raises(SystemExit, match="not conditions"):
+        listening_report.main(["--seeds", f"full={full[0]}", "--conditions", "offscreen"])
+    with pytest.raises(SystemExit):
+        listening_report.main(["--seeds", f"full={full[0]}", "--min-areas", "0"])
+    with pytest.raises(SystemExit):
+        listening_report.main([f"full={full[0]}", "--conditions", "silence"])
