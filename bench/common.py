@@ -284,8 +284,11 @@ class BarSeries:
 
 
 def grouped_bar_chart(path, groups: Sequence[str], series: Sequence[BarSeries], *, ylabel: str, title: str,
-                      ylim: float = 1.0, legend_loc: str = "upper right", group_width: float = 0.9) -> None:
-    """Save a PNG at ``path``: one bar group per entry of ``groups`` (tick labels), one bar per series."""
+                      ylim: float = 1.0, legend_loc: str = "upper right", group_width: float = 0.9,
+                      legend_outside: bool = False) -> None:
+    """Save a PNG at ``path``: one bar group per entry of ``groups`` (tick labels), one bar per series.
+
+    ``legend_outside`` puts the legend right of the axes (for many series, whose legend would hide bars)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -301,9 +304,12 @@ def grouped_bar_chart(path, groups: Sequence[str], series: Sequence[BarSeries], 
     ax.set_ylim(0, ylim)
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=8, loc=legend_loc)
+    if legend_outside:
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    else:
+        ax.legend(fontsize=8, loc=legend_loc)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight" if legend_outside else None)
     plt.close(fig)
 
 

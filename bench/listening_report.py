@@ -106,8 +106,8 @@ def seed_chart(groups: Dict[str, List[Dict]], conditions: Sequence[str], path: s
         mean = per_seed.mean(0)  # [conditions]
         series.append(BarSeries(name, mean, np.stack([mean - per_seed.min(0), per_seed.max(0) - mean])))
     grouped_bar_chart(path, [c.replace("_", "\n", 1) for c in conditions], series,
-                      ylabel="frames with predicted foreground", title=title, ylim=1.05, legend_loc="center right",
-                      group_width=1.1)
+                      ylabel="frames with predicted foreground", title=title, ylim=1.05, group_width=1.1,
+                      legend_outside=True)
 
 
 def table(records: Dict[str, Dict]) -> List[str]:
