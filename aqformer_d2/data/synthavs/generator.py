@@ -222,13 +222,13 @@ def generate_synthavs(
             rows, records = [], []
             clip_kwargs = {"image_size": image_size, "num_categories": num_categories, "snr_db": snr_db}
             jobs = [(root, seed, v, split, index, clip_kwargs) for split in SPLITS for index in range(sizes[v][split])]
-            for (_, _, _, split, _, _), record in zip(jobs, _records_in_order(jobs, workers)):
+            for record in _records_in_order(jobs, workers):
                 records.append(record)
                 if v == "s4":
-                    rows.append([record["name"], 0, record["category"], split])
+                    rows.append([record["name"], 0, record["category"], record["split"]])
                 else:
                     heard = sorted({c for second in record["sounding_categories"] for c in second})
-                    rows.append([record["name"], 0, ";".join(heard), split])
+                    rows.append([record["name"], 0, ";".join(heard), record["split"]])
                 if bar is not None:
                     bar.update(1)
             if v == "s4":
