@@ -8,7 +8,8 @@ SynthAVS only); another clip's audio (the swap control, scored against the clip'
 Per condition: the share of frames with any predicted foreground at the model's MASK_THRESHOLD (the
 false-positive rate on negatives), the mean predicted foreground area, official M_J / M_F on the positive
 conditions, and on negatives the listening score (harmonic mean of own-audio M_J and 1 - FPR), each with a
-95 % bootstrap range over clips. Writes {output}/{condition}.json (summary + per-clip records),
+95 % bootstrap range over clips. ``--min-area A`` evaluates the model followed by the minimum-area rule
+(frames whose mask covers at most A of the frame emptied, as ``demo/demo.py --min-area``). Writes {output}/{condition}.json (summary + per-clip records),
 {output}/listening.json (all summaries, the command, config and weights) and {output}/listening.md.
 
     python -m bench.listening --config-file configs/synthavs/aqformer_tiny_s4.yaml --weights out/model_final.pth \\
@@ -35,6 +36,9 @@ def parse_args(argv=None):
                    help="evaluate only these conditions (by name, e.g. offscreen_scene); 'own' is always kept, "
                         "the listening score needs it")
     p.add_argument("--seed", type=int, default=0, help="seed of the negatives and of the swap derangement")
+    p.add_argument("--min-area", type=float, default=0.0, metavar="A",
+                   help="evaluate with the minimum-area rule: frames whose mask covers at most this share of the "
+                        "frame count as empty (default 0: off; docs/listening.md)")
     p.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples over clips")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--output", default=os.path.join("output", "listening"))
@@ -44,7 +48,9 @@ def parse_args(argv=None):
 
 def markdown(summary, meta) -> str:
     lines = [f"Listening evaluation of `{meta['weights']}` on `{meta['dataset']}` "
-             f"(threshold {meta['mask_threshold']}; ranges: 95 % bootstrap over clips, {meta['resamples']} resamples).",
+             f"(threshold {meta['mask_threshold']}"
+             + (f"; minimum-area rule {meta['min_area']:g}" if meta["min_area"] else "")
+             + f"; ranges: 95 % bootstrap over clips, {meta['resamples']} resamples).",
              "", "| condition | frames with foreground (FPR on negatives) | mean area | M_J | M_F | listening score |",
              "|---|---|---|---|---|---|"]
 
@@ -62,6 +68,8 @@ def markdown(summary, meta) -> str:
 
 def main(argv=None):
     args = parse_args(argv)
+    if not 0.0 <= args.min_area < 1.0:
+        raise SystemExit(f"--min-area must be a share of the frame in [0, 1), got {args.min_area}")
     import torch
     from detectron2.utils.logger import setup_logger
 
@@ -84,11 +92,11 @@ def main(argv=None):
             raise SystemExit(f"--only: no condition named {unknown}; the conditions of these options are {names}")
         conditions = [c for c in conditions if c["name"] == "own" or c["name"] in args.only]
     start = time.perf_counter()
-    results = evaluate_listening(cfg, model, dataset, conditions, seed=args.seed)
+    results = evaluate_listening(cfg, model, dataset, conditions, seed=args.seed, min_area=args.min_area)
     summary = summarise_listening(results, num_resamples=args.resamples, seed=args.seed)
     meta = {"command": "python -m bench.listening " + " ".join(argv if argv is not None else sys.argv[1:]),
             "config_file": args.config_file, "weights": args.weights, "dataset": dataset, "seed": args.seed,
-            "resamples": args.resamples, "mask_threshold": cfg.MODEL.AQFORMER.MASK_THRESHOLD,
+            "resamples": args.resamples, "mask_threshold": cfg.MODEL.AQFORMER.MASK_THRESHOLD, "min_area": args.min_area,
             "threads": args.threads, "seconds": round(time.perf_counter() - start, 1)}
     os.makedirs(args.output, exist_ok=True)
     for name, res in results.items():

@@ -57,7 +57,8 @@ def load(specs: Sequence[str]) -> Dict[str, Dict]:
 def load_seeds(specs: Sequence[str]) -> Dict[str, List[Dict]]:
     """``["name=dir0,dir1", ...]`` -> ``{name: [listening.json of each seed folder]}``.
 
-    Every model must have the same conditions (as :func:`load`) and the same number of seed folders."""
+    Every model must have the same conditions (as :func:`load`) and the same number of seed folders, and the
+    seeds of one model the same minimum-area rule (``min_area`` of bench.listening, 0 when absent)."""
     flat, counts = [], {}
     for spec in specs:
         name, sep, folders = spec.partition("=")
@@ -72,7 +73,12 @@ def load_seeds(specs: Sequence[str]) -> Dict[str, List[Dict]]:
         raise SystemExit(f"every model needs the same number of seed folders, got {counts}")
     records = load(flat)
     values = iter(records.values())
-    return {name: [next(values) for _ in range(n)] for name, n in counts.items()}
+    groups = {name: [next(values) for _ in range(n)] for name, n in counts.items()}
+    for name, seeds in groups.items():
+        rules = [rec.get("min_area", 0.0) for rec in seeds]
+        if len(set(rules)) > 1:
+            raise SystemExit(f"{name}: its seed folders were evaluated with different --min-area ({rules})")
+    return groups
 
 
 def seed_table(groups: Dict[str, List[Dict]], conditions: Optional[Sequence[str]] = None) -> List[str]:

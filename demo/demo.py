@@ -26,8 +26,11 @@ backend only (no ONNX export of the semantic head).
 No sounding object: a frame where the model predicts no pixel of a sounding object (S4 / MS3: no pixel above
 MASK_THRESHOLD; AVSS: background everywhere) says "no sounding object" in the overlay and is flagged in
 summary.json. --mute replaces the soundtrack by silence (zeros through the log-mel front end, the "silence"
-negative of docs/listening.md) to see what the model draws when nothing sounds; the models are not shown to
-stay silent (docs/listening.md), so expect masks on visually salient objects.
+negative of docs/listening.md) to see what the model draws when nothing sounds: a model trained as the paper
+trains draws masks on visually salient objects anyway; one trained with negative audio (INPUT.NEGATIVE_AUDIO)
+stays silent on silence and noise (docs/listening.md). --min-area A applies the minimum-area rule of
+docs/listening.md: a frame whose mask covers at most A of the frame (a share, e.g. 0.002) is emptied and
+flagged; off-screen sounds leave mostly such specks (docs/listening.md). Default 0: any pixel counts.
 
 Frames: one frame per second, as AVSBench. By default the LAST frame of each second (the frame
 AVSBench annotates for each one-second clip) is used; ``--frame-position first|middle`` changes that.
@@ -54,6 +57,7 @@ Outputs in --output:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import math
@@ -71,6 +75,7 @@ from PIL import Image
 from aqformer_d2.audio.video import FRAME_POSITIONS, iter_video_frames, write_video
 from aqformer_d2.data.datasets.register_avss import load_label2idx
 from aqformer_d2.engine import build_cfg
+from aqformer_d2.evaluation import drop_small_masks
 from aqformer_d2.utils.visualize import overlay_classes
 from aqformer_d2.inference import (
     BACKENDS,
@@ -137,6 +142,14 @@ def get_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="replace the soundtrack by silence (zeros through the log-mel front end) to see what the model "
         "predicts when nothing sounds; the overlay then has no audio track",
+    )
+    parser.add_argument(
+        "--min-area",
+        type=float,
+        default=0.0,
+        metavar="A",
+        help="minimum-area rule: a frame whose mask covers at most this share of the frame (e.g. 0.002) is "
+        "emptied and flagged 'no sounding object' (default 0: any pixel counts; docs/listening.md)",
     )
     parser.add_argument(
         "--label2idx",
@@ -289,7 +302,10 @@ def _overlay_frames(args, data: VideoInput, masks: _MaskBySecond, legend: Legend
 
 def main(argv: Optional[List[str]] = None) -> dict:
     """Run the demo; returns the summary written to ``summary.json``."""
-    args = get_parser().parse_args(argv)
+    parser = get_parser()
+    args = parser.parse_args(argv)
+    if not 0.0 <= args.min_area < 1.0:
+        parser.error(f"--min-area must be a share of the frame in [0, 1), got {args.min_area}")
     logger = setup_logger(name=LOGGER_NAME)
     setup_logger(name="aqformer_d2")
     args.device = _resolve_device(args)
@@ -328,6 +344,8 @@ def main(argv: Optional[List[str]] = None) -> dict:
     clip_records, silent_seconds = [], []
     predictions = predict_video(segmenter, data, threshold)
     for pred in tqdm.tqdm(predictions, total=len(plans), desc="AQFormer clips", unit="clip", disable=args.no_progress):
+        if args.min_area:
+            pred = dataclasses.replace(pred, labels=drop_small_masks(pred.labels, args.min_area))  # [n, height, width]
         plan = pred.plan
         fg_fraction, areas, names = [], [], []
         no_sound = [not s for s in pred.sounding()]
@@ -397,10 +415,12 @@ def main(argv: Optional[List[str]] = None) -> dict:
         "image_size": segmenter.height,
         "output_kind": segmenter.output.name,
         "mask_threshold": threshold,
+        "min_area": args.min_area,
         "legend": [{"label": k, "name": n, "color": [int(c) for c in legend.colors[k]]}
                    for k, n in enumerate(legend.names)],
         "no_sounding_object": "a frame where the model predicts no pixel of a sounding object (sound_probs: none "
-        "above mask_threshold; class_scores: background everywhere)",
+        "above mask_threshold; class_scores: background everywhere), or where its mask covers at most min_area "
+        "of the frame (then emptied)",
         "seconds_without_sounding_object": silent_seconds,
         "num_frames_without_sounding_object": len(silent_seconds),
         "num_sampled_frames": num_seconds,

@@ -4,7 +4,8 @@ Conditions (:func:`listening_conditions`): the clip's own audio; another clip's 
 control, scored against the clip's own ground truth); and negatives, whose ground truth is empty in every
 frame: silence, noise kinds at each level (dB relative to the clip's soundtrack), an off-screen sound.
 :func:`evaluate_listening` runs them and :func:`summarise_listening` turns the per-clip records into the
-metrics of :mod:`aqformer_d2.evaluation.listening` with bootstrap ranges over clips.
+metrics of :mod:`aqformer_d2.evaluation.listening` with bootstrap ranges over clips. ``min_area`` applies
+that module's minimum-area rule to the model's output before every evaluator (off at 0).
 """
 from __future__ import annotations
 
@@ -12,16 +13,17 @@ import logging
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
+from torch import nn
 
 from detectron2.evaluation import DatasetEvaluators, inference_on_dataset
 
 from ..data.datasets import register_audio_swapped, register_negative_audio
 from ..data.negative_audio import OFFSCREEN_KINDS, OFFSCREEN_LEVEL_DB
 from ..evaluation import AVSEvaluator
-from ..evaluation.listening import ListeningEvaluator, bootstrap_interval, listening_score
+from ..evaluation.listening import ListeningEvaluator, bootstrap_interval, drop_small_masks, listening_score
 from .trainer import AQFormerTrainer
 
-__all__ = ["listening_conditions", "condition_dataset", "evaluate_listening", "summarise_listening"]
+__all__ = ["listening_conditions", "condition_dataset", "MinAreaRule", "evaluate_listening", "summarise_listening"]
 
 logger = logging.getLogger(__name__)
 
@@ -58,8 +60,37 @@ def condition_dataset(test_name: str, condition: Dict, seed: int = 0) -> str:
     return register_negative_audio(test_name, condition["kind"], condition["level_db"], seed=seed)
 
 
-def evaluate_listening(cfg, model, test_name: str, conditions: Sequence[Dict], seed: int = 0) -> Dict[str, Dict]:
-    """Run ``model`` on ``test_name`` under each condition.
+class MinAreaRule(nn.Module):
+    """``model`` followed by the minimum-area rule: in each output's ``"sound_probs"`` ``[T, H, W]``, the
+    frames whose mask (``probs > threshold``) covers at most ``min_area`` of the frame get probability 0
+    everywhere, so every evaluator (the official M_J / M_F at 0.5 and the listening metrics at ``threshold``)
+    sees them empty."""
+
+    def __init__(self, model: nn.Module, *, threshold: float, min_area: float):
+        super().__init__()
+        if not 0.0 <= float(min_area) < 1.0:
+            raise ValueError(f"min_area must be a share of the frame in [0, 1), got {min_area}")
+        self.model = model
+        self.threshold = float(threshold)
+        self.min_area = float(min_area)
+
+    def forward(self, inputs):
+        outputs = []
+        for inp, out in zip(inputs, self.model(inputs)):
+            if "sound_probs" not in out:
+                raise ValueError(f"{inp.get('video_id', '?')}: the minimum-area rule needs 'sound_probs' "
+                                 f"(S4 / MS3 models); the output has {sorted(out)}")
+            probs = out["sound_probs"]  # [T, H, W]
+            fg = probs > self.threshold  # [T, H, W] bool
+            emptied = fg.flatten(1).any(1) & ~drop_small_masks(fg, self.min_area).flatten(1).any(1)  # [T]
+            outputs.append({**out, "sound_probs": probs.masked_fill(emptied[:, None, None], 0.0)})
+        return outputs
+
+
+def evaluate_listening(cfg, model, test_name: str, conditions: Sequence[Dict], seed: int = 0,
+                       min_area: float = 0.0) -> Dict[str, Dict]:
+    """Run ``model`` on ``test_name`` under each condition; ``min_area`` > 0 evaluates ``model`` followed by
+    the minimum-area rule (:class:`MinAreaRule`).
 
     Returns:
         condition name -> ``{"condition", "dataset", "clips" (ListeningEvaluator records), "listening"
@@ -67,6 +98,8 @@ def evaluate_listening(cfg, model, test_name: str, conditions: Sequence[Dict], s
     """
     model.eval()
     threshold = cfg.MODEL.AQFORMER.MASK_THRESHOLD
+    if min_area:
+        model = MinAreaRule(model, threshold=threshold, min_area=min_area)
     results = {}
     for cond in conditions:
         dataset = condition_dataset(test_name, cond, seed)

@@ -7,6 +7,7 @@ from .build import best_metric_name, build_aq_evaluator, register_aq_evaluator
 from .listening import (
     ListeningEvaluator,
     bootstrap_interval,
+    drop_small_masks,
     false_positive_rate,
     foreground_per_frame,
     listening_score,
@@ -45,6 +46,7 @@ __all__ = [
     "AVSEvaluator",
     "ListeningEvaluator",
     "bootstrap_interval",
+    "drop_small_masks",
     "false_positive_rate",
     "foreground_per_frame",
     "listening_score",

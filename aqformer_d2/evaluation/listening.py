@@ -14,6 +14,10 @@ Definitions (a clip has T frames; a frame's prediction is ``probs > threshold``,
 * frames with foreground above a minimum area ``FPR_a``: the share of negative-audio frames whose predicted
   foreground share exceeds ``a`` (``FPR_0`` is FPR). Not a goal metric: it tells a stray fragment (a few
   pixels) from a mask the size of an object, i.e. how a user would see the false positives.
+* the minimum-area rule ``min_area = a`` (off by default, ``a = 0``): a frame whose predicted foreground share
+  is at most ``a`` is emptied (:func:`drop_small_masks`). A post-processing a deployment may choose, not part
+  of the model: with it, a negative condition's FPR equals ``FPR_a`` without it, and on positives the frames
+  whose mask was that small lose it (their IoU drops to 0 where the ground truth has an object).
 * listening score ``S = 2 M_J (1 - FPR) / (M_J + 1 - FPR)``: the harmonic mean of the positive M_J (own
   audio, official definition) and ``1 - FPR`` on a negative condition; 0 when both are 0. Always
   predicting foreground gives FPR = 1 and S = 0; never predicting gives M_J = 0 on frames with a sounding
@@ -45,6 +49,7 @@ __all__ = [
     "false_positive_rate",
     "mean_foreground_area",
     "foreground_frames_above",
+    "drop_small_masks",
     "listening_score",
     "bootstrap_interval",
     "ListeningEvaluator",
@@ -86,6 +91,29 @@ def foreground_frames_above(area: Sequence[float], min_area: float) -> float:
     if not 0.0 <= float(min_area) < 1.0:
         raise ValueError(f"foreground_frames_above: min_area must be in [0, 1), got {min_area}")
     return float((a > float(min_area)).mean())
+
+
+def drop_small_masks(labels: ArrayLike, min_area: float) -> ArrayLike:
+    """The minimum-area rule (module doc): ``labels`` ``[N, H, W]`` (bool masks, uint8 class labels or
+    probabilities already thresholded to {0, 1}; 0 = background) with every frame whose share of non-zero
+    pixels is at most ``min_area`` set to 0. Same type (numpy or torch), dtype and shape; a copy.
+
+    Raises:
+        ValueError: ``labels`` is not ``[N, H, W]`` or ``min_area`` is not in [0, 1).
+    """
+    if not 0.0 <= float(min_area) < 1.0:
+        raise ValueError(f"drop_small_masks: min_area must be a share of the frame in [0, 1), got {min_area}")
+    if labels.ndim != 3:
+        raise ValueError(f"drop_small_masks: labels must be [N, H, W], got shape {list(labels.shape)}")
+    out = labels.clone() if isinstance(labels, torch.Tensor) else np.array(labels, copy=True)
+    n = labels.shape[0]
+    nonzero = (labels != 0).reshape(n, -1)  # [N, H*W]
+    count = nonzero.sum(1)  # [N] foreground pixels per frame
+    # float64 count / pixels: the share foreground_per_frame reports, so the rule keeps exactly the frames
+    # that foreground_frames_above counts (share > min_area)
+    share = (count.to(torch.float64) if isinstance(count, torch.Tensor) else count.astype(np.float64)) / nonzero.shape[1]
+    out[share <= float(min_area)] = 0
+    return out
 
 
 def listening_score(positive_miou: float, fpr: float) -> float:

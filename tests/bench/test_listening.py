@@ -88,3 +88,35 @@ def test_every_condition_runs_on_synthavs_ms3(tiny_model, tmp_path):
     own = json.load(open(tmp_path / "out" / "own.json"))["clips"]
     assert [c["video_id"] for c in own] == ["synth_ms3_test_00000", "synth_ms3_test_00001"]
     assert all(len(c["any_fg"]) == 5 and c["iou"] is not None for c in own)  # every MS3 test frame is scored
+
+
+def test_min_area_rule_changes_exactly_the_small_frames(tiny_model, tmp_path):
+    """--min-area A against the same model without it: per frame, the foreground share is kept when above A and
+    0 otherwise, on negatives and on the own audio, where an emptied frame's IoU becomes 0 (SynthAVS-S4 frames
+    all show their sounding object) and M_J follows."""
+    import numpy as np
+
+    common, weights = tiny_model
+    common = common + ["MODEL.AQFORMER.MASK_THRESHOLD", "0.3"]  # the 2-iteration model's masks are mostly empty at 0.5
+    base = ["--config-file", CONFIG, "--weights", weights, "--resamples", "20", "--threads", "1",
+            "--only", "silence", "offscreen_scene"]
+    plain = listening.main(base + ["--output", str(tmp_path / "plain")] + common)
+    clips = lambda d, n: json.load(open(tmp_path / d / f"{n}.json"))["clips"]  # noqa: E731
+    areas = sorted(a for n in plain for c in clips("plain", n) for a in c["area"])
+    cut = areas[len(areas) // 2]
+    ruled = listening.main(base + ["--min-area", str(cut), "--output", str(tmp_path / "ruled")] + common)
+    assert json.load(open(tmp_path / "ruled" / "listening.json"))["min_area"] == cut
+    assert "minimum-area rule" in open(tmp_path / "ruled" / "listening.md").read()
+    changed = 0
+    for name in plain:
+        for a, b in zip(clips("plain", name), clips("ruled", name)):
+            assert b["area"] == [x if x > cut else 0.0 for x in a["area"]]
+            assert b["any_fg"] == [x > cut for x in a["area"]]
+            changed += sum(0.0 < x <= cut for x in a["area"])
+            if a["iou"] is not None:
+                assert b["iou"] == [i if x > cut else 0.0 for i, x in zip(a["iou"], a["area"])]
+    assert changed > 0
+    own = [np.mean(c["iou"]) for c in clips("ruled", "own")]
+    assert ruled["own"]["mIoU"] == pytest.approx(float(np.mean(own)), abs=1e-6)
+    with pytest.raises(SystemExit, match="--min-area"):
+        listening.main(base + ["--min-area", "1.5", "--output", str(tmp_path / "x")] + common)

@@ -1,6 +1,7 @@
 """bench.listening_report: two models' listening records side by side, refused when they differ in conditions;
 the table of false positives by minimum area from the per-clip records."""
 import json
+import os
 
 import pytest
 
@@ -90,3 +91,10 @@ def test_seed_table_gives_each_seeds_value_per_model(tmp_path):
         listening_report.main(["--seeds", f"full={full[0]}", "--min-areas", "0"])
     with pytest.raises(SystemExit):
         listening_report.main([f"full={full[0]}", "--conditions", "silence"])
+    ruled = json.load(open(os.path.join(vanilla[1], "listening.json")))
+    ruled["min_area"] = 0.002  # evaluated with bench.listening --min-area 0.002
+    with open(os.path.join(vanilla[1], "listening.json"), "w") as f:
+        json.dump(ruled, f)
+    with pytest.raises(SystemExit, match=r"vanilla: its seed folders were evaluated with different --min-area \(\[0.0, 0.002\]\)"):
+        listening_report.main(["--seeds", f"vanilla={vanilla[0]},{vanilla[1]}"])
+    assert listening_report.main(["--seeds", f"full={full[0]}", f"vanilla={vanilla[1]}"])[-1].startswith("| vanilla")

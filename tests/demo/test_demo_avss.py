@@ -153,3 +153,28 @@ def test_avss_without_class_names_is_refused(demo, inputs, tmp_path):
     with pytest.raises(ValueError, match=r"synthavs_avss_test: the AVSS model needs class names .* --label2idx FILE"):
         demo.main(argv)
     assert not os.path.exists(str(tmp_path / "out"))  # refused before anything is written
+
+
+def test_min_area_empties_and_flags_frames_with_small_masks(demo, inputs, tmp_path):
+    """--min-area A: exactly the frames whose mask covers at most A of the frame become background and are
+    flagged; the others keep their masks pixel for pixel."""
+    cfg = build_cfg(TINY_CONFIG, ["MODEL.DEVICE", "cpu"])
+    torch.manual_seed(0)
+    weights = str(tmp_path / "s4.pth")
+    torch.save({"model": build_aq_model(cfg).state_dict()}, weights)  # the same random model for both runs
+    opts = ["MODEL.WEIGHTS", weights]
+    plain = _run(demo, inputs, str(tmp_path / "plain"), TINY_CONFIG, opts)
+    fractions = [f for c in plain["clips"] for f in c["foreground_fraction"]]
+    cut = sorted(fractions)[len(fractions) // 2 - 1]  # the lower half of the frames is at most `cut`
+    dropped = [f <= cut for f in fractions]
+    assert any(dropped) and not all(dropped) and not any(f for c in plain["clips"] for f in c["no_sounding_object"])
+    ruled = _run(demo, inputs, str(tmp_path / "ruled"), TINY_CONFIG, opts, extra=["--min-area", str(cut)])
+    assert ruled["min_area"] == cut and plain["min_area"] == 0.0
+    assert [f for c in ruled["clips"] for f in c["no_sounding_object"]] == dropped
+    assert ruled["seconds_without_sounding_object"] == [s for s, d in enumerate(dropped) if d]
+    masks = lambda summary, root: [np.asarray(Image.open(os.path.join(root, m)))  # noqa: E731
+                                   for c in summary["clips"] for m in c["mask_files"]]
+    for d, a, b in zip(dropped, masks(plain, str(tmp_path / "plain")), masks(ruled, str(tmp_path / "ruled"))):
+        assert (not b.any()) if d else np.array_equal(a, b)
+    with pytest.raises(SystemExit):
+        _run(demo, inputs, str(tmp_path / "bad"), TINY_CONFIG, opts, extra=["--min-area", "1"])

@@ -6,8 +6,8 @@ import torch
 from PIL import Image
 
 from aqformer_d2.evaluation.listening import (
-    ListeningEvaluator, bootstrap_interval, false_positive_rate, foreground_frames_above, foreground_per_frame,
-    listening_score, mean_foreground_area,
+    ListeningEvaluator, bootstrap_interval, drop_small_masks, false_positive_rate, foreground_frames_above,
+    foreground_per_frame, listening_score, mean_foreground_area,
 )
 
 
@@ -36,6 +36,58 @@ def test_foreground_frames_above_counts_frames_over_a_minimum_area_strictly():
         foreground_frames_above([], 0.0)
     with pytest.raises(ValueError, match="min_area"):
         foreground_frames_above(area, 1.0)
+
+
+def test_drop_small_masks_keeps_exactly_the_frames_foreground_frames_above_counts():
+    rng = np.random.default_rng(0)
+    # 40 frames of 7 x 9 pixels with 0..63 foreground pixels each; class labels 1..3 (AVSS-like)
+    counts = rng.integers(0, 64, size=40)
+    labels = np.zeros((40, 63), np.uint8)
+    for t, c in enumerate(counts):
+        labels[t, rng.permutation(63)[:c]] = rng.integers(1, 4, size=c)
+    labels = labels.reshape(40, 7, 9)
+    area = foreground_per_frame(torch.from_numpy(labels > 0).float(), 0.5)[1]  # [40]
+    for a in (0.0, 5 / 63, 0.2, 31 / 63, 0.9):  # 5/63 and 31/63: a frame with exactly that share is emptied
+        kept = drop_small_masks(labels, a)
+        assert kept.dtype == np.uint8 and kept.shape == labels.shape
+        frames = kept.reshape(40, -1).any(1)  # [40]
+        assert frames.tolist() == (area > a).tolist()
+        assert float(frames.mean()) == foreground_frames_above(area, a)
+        assert np.array_equal(kept[frames], labels[frames]) and not kept[~frames].any()
+        ruled_t = drop_small_masks(torch.from_numpy(labels > 0), a)  # torch bool: the same frames
+        assert isinstance(ruled_t, torch.Tensor) and ruled_t.flatten(1).any(1).tolist() == frames.tolist()
+    assert any(counts == 5) or any(counts == 31)  # the boundary case is exercised
+    assert drop_small_masks(labels, 0.0) is not labels  # a copy
+    with pytest.raises(ValueError, match="min_area"):
+        drop_small_masks(labels, 1.0)
+    with pytest.raises(ValueError, match=r"\[N, H, W\]"):
+        drop_small_masks(labels[0], 0.1)
+
+
+def test_min_area_rule_empties_small_frames_for_every_evaluator():
+    from aqformer_d2.engine import MinAreaRule
+
+    probs = torch.zeros(3, 4, 4)
+    probs[0, 0, :2] = 0.9  # 2 of 16 pixels: share 0.125
+    probs[1, :2] = 0.8  # 8 of 16: 0.5
+    probs[2] = 0.4  # below the threshold: already empty
+
+    class Fixed(torch.nn.Module):
+        def forward(self, inputs):
+            return [{"sound_probs": probs.clone()} for _ in inputs]
+
+    out = MinAreaRule(Fixed(), threshold=0.5, min_area=0.125)([{"video_id": "v"}])[0]["sound_probs"]
+    assert not out[0].any() and torch.equal(out[1:], probs[1:])  # frame 0 emptied at any threshold, the rest as is
+    assert torch.equal(MinAreaRule(Fixed(), threshold=0.5, min_area=0.1)([{}])[0]["sound_probs"], probs)
+
+    class Semantic(torch.nn.Module):
+        def forward(self, inputs):
+            return [{"sem_seg": probs} for _ in inputs]
+
+    with pytest.raises(ValueError, match="v: the minimum-area rule needs 'sound_probs'"):
+        MinAreaRule(Semantic(), threshold=0.5, min_area=0.1)([{"video_id": "v"}])
+    with pytest.raises(ValueError, match="min_area"):
+        MinAreaRule(Fixed(), threshold=0.5, min_area=-0.1)
 
 
 def test_listening_score_cannot_be_gamed():
@@ -94,3 +146,28 @@ def test_evaluator_records_negatives_and_positives(tmp_path):
     a, b = ev.clips
     assert a["video_id"] == "a" and a["negative"] and a["iou"] is None and a["any_fg"] == [False, False]
     assert b["iou"] == [pytest.approx(1.0, abs=1e-6)] and b["any_fg"] == [True, True]
+
+
+def test_evaluator_behind_the_min_area_rule_scores_an_emptied_frame_as_missed(tmp_path):
+    """The IoU side of the rule: a correct but small mask (1 of 4 pixels) is emptied at min_area 0.25, so its
+    official IoU drops from 1 to 0, while a frame above the minimum keeps its IoU."""
+    from aqformer_d2.engine import MinAreaRule
+
+    small, large = np.zeros((2, 2), np.uint8), np.zeros((2, 2), np.uint8)
+    small[0, 0] = 1
+    large[0] = 1
+    clip = {"video_id": "c", "mask_files": [_mask(tmp_path / "s.png", small), _mask(tmp_path / "l.png", large)]}
+    probs = torch.from_numpy(np.stack([small, large])).float() * 0.9  # [2, 2, 2], exactly the ground truth
+
+    class Fixed(torch.nn.Module):
+        def forward(self, inputs):
+            return [{"sound_probs": probs.clone()} for _ in inputs]
+
+    for min_area, expected in ((0.0, [1.0, 1.0]), (0.25, [0.0, 1.0]), (0.5, [0.0, 0.0])):
+        ev = ListeningEvaluator(threshold=0.5, distributed=False)
+        ev.reset()
+        ev.process([clip], MinAreaRule(Fixed(), threshold=0.5, min_area=min_area)([clip]))
+        res = ev.evaluate()["listening"]
+        assert ev.clips[0]["iou"] == [pytest.approx(e, abs=1e-6) for e in expected]
+        assert ev.clips[0]["any_fg"] == [e > 0 for e in expected]
+        assert res["mIoU"] == pytest.approx(float(np.mean(expected)), abs=1e-6)
