@@ -246,7 +246,10 @@ def add_aqformer_config(cfg: CN) -> None:
     cfg.SOLVER.WEIGHT_DECAY_EMBED = 0.0
     # Learning rate multiplier for backbone parameters.
     cfg.SOLVER.BACKBONE_MULTIPLIER = 1.0
-    # Poly schedule: lr = base_lr * (1 - iter / max_iter) ** POLY_LR_POWER (after warm-up).
+    # Poly schedule: lr = base_lr * (1 - iter / max_iter) ** POLY_LR_POWER (after warm-up). The trainer
+    # builds only this schedule (the paper's); any other LR_SCHEDULER_NAME is refused, and detectron2's
+    # multi-step keys (STEPS, GAMMA) are unused.
+    cfg.SOLVER.LR_SCHEDULER_NAME = "WarmupPolyLR"
     cfg.SOLVER.POLY_LR_POWER = 0.9
 
     # ---------------------------------------------------------------- evaluation

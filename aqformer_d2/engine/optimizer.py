@@ -131,7 +131,18 @@ def build_optimizer(cfg, model: nn.Module) -> torch.optim.Optimizer:
 
 
 def build_poly_lr_scheduler(cfg, optimizer: torch.optim.Optimizer) -> LRMultiplier:
-    """lr(it) = base_lr * warmup(it) * (1 - it / MAX_ITER) ** POLY_LR_POWER (the paper's poly schedule)."""
+    """lr(it) = base_lr * warmup(it) * (1 - it / MAX_ITER) ** POLY_LR_POWER (the paper's poly schedule).
+
+    Raises:
+        ValueError: ``SOLVER.LR_SCHEDULER_NAME`` is not "WarmupPolyLR" (the only schedule the trainer builds;
+            a config.yaml dumped with detectron2's default name "WarmupMultiStepLR" trained with this one too).
+    """
+    name = cfg.SOLVER.LR_SCHEDULER_NAME
+    if name != "WarmupPolyLR":
+        raise ValueError(
+            f"SOLVER.LR_SCHEDULER_NAME {name!r}: AQFormer trains with the paper's poly schedule only; set it to "
+            f"'WarmupPolyLR' (the schedule every AQFormer run used; SOLVER.STEPS and GAMMA are unused)"
+        )
     max_iter = cfg.SOLVER.MAX_ITER
     sched = PolynomialDecayParamScheduler(base_value=1.0, power=cfg.SOLVER.POLY_LR_POWER)
     warmup_length = min(cfg.SOLVER.WARMUP_ITERS / max_iter, 1.0)

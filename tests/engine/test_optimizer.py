@@ -108,6 +108,16 @@ def test_poly_schedule(warmup_iters):
         assert lrs[0] == 0.5
 
 
+def test_other_schedule_names_are_refused():
+    """The config says which schedule trains: detectron2's default name (multi-step, in config dumps of older
+    versions) or any other is refused, naming the key, instead of training with poly under another name."""
+    opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.5)
+    assert _cfg().SOLVER.LR_SCHEDULER_NAME == "WarmupPolyLR"
+    for name in ("WarmupMultiStepLR", "WarmupCosineLR"):
+        with pytest.raises(ValueError, match=f"SOLVER.LR_SCHEDULER_NAME '{name}'.*'WarmupPolyLR'"):
+            build_poly_lr_scheduler(_cfg(LR_SCHEDULER_NAME=name), opt)
+
+
 def test_adamw_is_the_fused_kernel_with_the_for_loop_update():
     """build_optimizer's AdamW runs PyTorch's fused kernel; one step moves every parameter as the default
     for-loop AdamW does, up to float32 rounding of the ~10 operations of the update (|delta| of a few
