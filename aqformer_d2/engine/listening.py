@@ -20,7 +20,9 @@ from detectron2.evaluation import DatasetEvaluators, inference_on_dataset
 from ..data.datasets import register_audio_swapped, register_negative_audio
 from ..data.negative_audio import OFFSCREEN_KINDS, OFFSCREEN_LEVEL_DB
 from ..evaluation import AVSEvaluator
-from ..evaluation.listening import ListeningEvaluator, bootstrap_interval, drop_small_masks, listening_score
+from ..evaluation.listening import (
+    ListeningEvaluator, bootstrap_interval, check_min_area, drop_small_masks, listening_score,
+)
 from .trainer import AQFormerTrainer
 
 __all__ = ["listening_conditions", "condition_dataset", "MinAreaRule", "evaluate_listening", "summarise_listening"]
@@ -68,8 +70,7 @@ class MinAreaRule(nn.Module):
 
     def __init__(self, model: nn.Module, *, threshold: float, min_area: float):
         super().__init__()
-        if not 0.0 <= float(min_area) < 1.0:
-            raise ValueError(f"min_area must be a share of the frame in [0, 1), got {min_area}")
+        check_min_area(min_area, "MinAreaRule")
         self.model = model
         self.threshold = float(threshold)
         self.min_area = float(min_area)

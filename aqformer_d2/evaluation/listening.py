@@ -49,6 +49,7 @@ __all__ = [
     "false_positive_rate",
     "mean_foreground_area",
     "foreground_frames_above",
+    "check_min_area",
     "drop_small_masks",
     "listening_score",
     "bootstrap_interval",
@@ -83,13 +84,18 @@ def mean_foreground_area(area: Sequence[float]) -> float:
     return float(a.mean())
 
 
+def check_min_area(min_area: float, who: str) -> None:
+    """Raise ValueError naming ``who`` unless ``min_area`` is a share of the frame in [0, 1)."""
+    if not 0.0 <= float(min_area) < 1.0:
+        raise ValueError(f"{who}: min_area must be a share of the frame in [0, 1), got {min_area}")
+
+
 def foreground_frames_above(area: Sequence[float], min_area: float) -> float:
     """``FPR_a``: share of frames whose predicted foreground share ``area`` ``[N]`` exceeds ``min_area`` (in [0, 1))."""
     a = np.asarray(area, dtype=np.float64)
     if a.size == 0:
         raise ValueError("foreground_frames_above: no frames")
-    if not 0.0 <= float(min_area) < 1.0:
-        raise ValueError(f"foreground_frames_above: min_area must be in [0, 1), got {min_area}")
+    check_min_area(min_area, "foreground_frames_above")
     return float((a > float(min_area)).mean())
 
 
@@ -101,8 +107,7 @@ def drop_small_masks(labels: ArrayLike, min_area: float) -> ArrayLike:
     Raises:
         ValueError: ``labels`` is not ``[N, H, W]`` or ``min_area`` is not in [0, 1).
     """
-    if not 0.0 <= float(min_area) < 1.0:
-        raise ValueError(f"drop_small_masks: min_area must be a share of the frame in [0, 1), got {min_area}")
+    check_min_area(min_area, "drop_small_masks")
     if labels.ndim != 3:
         raise ValueError(f"drop_small_masks: labels must be [N, H, W], got shape {list(labels.shape)}")
     out = labels.clone() if isinstance(labels, torch.Tensor) else np.array(labels, copy=True)
