@@ -11,7 +11,8 @@ range, the mean predicted area, M_J on the positive conditions and the listening
 ``--min-areas`` adds a table of how large the false positives are: per negative condition and model, the
 share of frames whose predicted foreground covers more than each area ``A`` (a share of the frame; 0 = any
 pixel = the FPR), read from the per-clip records ``DIR/{condition}.json`` that ``bench.listening`` writes;
-``--area-conditions`` limits it to some negative conditions (default: all).
+``--area-conditions`` limits it to some negative conditions (default: all; ``own_empty_gt`` reads the
+frames of ``own.json`` whose ground truth is empty).
 
 ``--seeds`` reads ``NAME=DIR[,DIR ...]``, one folder per training seed, and prints one line per model instead:
 M_J on the positive conditions and the false-positive rate on the negatives, each seed's value in seed order
@@ -154,12 +155,17 @@ def area_table(records: Dict[str, Dict], folders: Dict[str, str], min_areas: Seq
     lines = [f"| condition: {head} | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
     for cond in negatives:
         cells = []
+        source = summary[cond].get("derived_from")  # own_empty_gt: the own condition's empty frames
         for name in names:
-            path = os.path.join(folders[name], f"{cond}.json")
+            path = os.path.join(folders[name], f"{source or cond}.json")
             if not os.path.isfile(path):
                 raise SystemExit(f"{name}: {path} does not exist (the per-clip record of bench.listening's --output)")
             with open(path) as f:
-                area = [a for clip in json.load(f)["clips"] for a in clip["area"]]
+                clips = json.load(f)["clips"]
+            if source is None:
+                area = [a for clip in clips for a in clip["area"]]
+            else:
+                area = [a for clip in clips for a, empty in zip(clip["area"], clip["empty_gt"]) if empty]
             cells.append(" / ".join(f"{foreground_frames_above(area, a):.3f}" for a in min_areas))
         lines.append(f"| {cond} | " + " | ".join(cells) + " |")
     return lines

@@ -21,7 +21,7 @@ from ..data.datasets import register_audio_swapped, register_negative_audio
 from ..data.negative_audio import OFFSCREEN_KINDS, OFFSCREEN_LEVEL_DB
 from ..evaluation import AVSEvaluator
 from ..evaluation.listening import (
-    ListeningEvaluator, bootstrap_interval, check_min_area, drop_small_masks, listening_score,
+    ListeningEvaluator, bootstrap_interval, check_min_area, drop_small_masks, empty_ground_truth_rates, listening_score,
 )
 from .trainer import AQFormerTrainer
 
@@ -123,7 +123,13 @@ def summarise_listening(results: Dict[str, Dict], *, num_resamples: int = 1000, 
                         own: str = "own") -> Dict[str, Dict]:
     """Per condition: ``foreground_frames`` (FPR on negatives), ``mean_area``, positives' ``mIoU`` / ``Fscore``,
     negatives' ``listening_score`` against the ``own`` condition's M_J, each with a 95 % bootstrap range over
-    clips (``*_ci``; the score resamples a clip's own-audio and negative results together)."""
+    clips (``*_ci``; the score resamples a clip's own-audio and negative results together).
+
+    When some frames of the ``own`` condition have an empty ground truth (nothing sounds then), one more row,
+    ``own_empty_gt`` (negative, ``derived_from`` ``own``), gives the FPR and mean area on exactly those
+    frames (:func:`~aqformer_d2.evaluation.listening.empty_ground_truth_rates`), ``num_clips`` /
+    ``num_frames`` counting the clips that have such frames and the frames, and ranges resampling those clips;
+    it has no listening score (its positive M_J would be scored on the same clips' other frames)."""
     own_clips = {c["video_id"]: c for c in results[own]["clips"]}
     summary = {}
     for name, res in results.items():
@@ -145,4 +151,27 @@ def summarise_listening(results: Dict[str, Dict], *, num_resamples: int = 1000, 
                 lambda idx: listening_score(float(pos[idx].mean()), float(fg[idx].mean())), len(clips),
                 num_resamples=num_resamples, seed=seed))
         summary[name] = row
+        if name == own:
+            empty_row = _empty_ground_truth_row(clips, num_resamples, seed)
+            if empty_row is not None:
+                summary[own + "_empty_gt"] = empty_row
     return summary
+
+
+def _empty_ground_truth_row(clips: Sequence[Dict], num_resamples: int, seed: int) -> Optional[Dict]:
+    """The ``own_empty_gt`` row of :func:`summarise_listening`, or None when no frame has an empty ground truth."""
+    frames, fg, area = empty_ground_truth_rates(clips)  # [N] each
+    keep = frames > 0
+    if not keep.any():
+        return None
+    frames, fg, area = frames[keep], fg[keep], area[keep]  # [M] clips with such frames
+
+    def ratio(num: np.ndarray):
+        return lambda idx: float(num[idx].sum() / frames[idx].sum())
+
+    every = np.arange(len(frames))
+    return {"negative": True, "derived_from": "own", "num_clips": int(keep.sum()), "num_frames": int(frames.sum()),
+            "foreground_frames": ratio(fg)(every),
+            "foreground_frames_ci": list(bootstrap_interval(ratio(fg), len(frames), num_resamples=num_resamples, seed=seed)),
+            "mean_area": ratio(area)(every),
+            "mean_area_ci": list(bootstrap_interval(ratio(area), len(frames), num_resamples=num_resamples, seed=seed))}

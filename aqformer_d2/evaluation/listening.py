@@ -24,6 +24,12 @@ Definitions (a clip has T frames; a frame's prediction is ``probs > threshold``,
   object and S near 0 (M_J is 1 only on positive frames with an empty ground truth). AVSBench-Robust
   reports "G-mIoU / G-F / G-FPR" aggregated outside its public code (README: "manually aggregated ...
   using Excel"), so their exact formula could not be read; S is OUR definition, in the same spirit.
+* frames where nothing sounds under the clip's own audio ``own_empty_gt``: the labelled frames of a clip,
+  heard with its own soundtrack, whose ground truth is empty (no object sounds at that time; SynthAVS-MS3
+  has such seconds, where the objects stay on screen and only the background noise plays, and AVSBench's
+  MS3 annotates empty frames too). The share of them with any predicted foreground is a false-positive
+  rate on frames the training distribution already holds, unlike the constructed negatives; its mean
+  area is taken over the same frames (:func:`empty_ground_truth_rates`).
 * ranges: percentile bootstrap over clips (:func:`bootstrap_interval`); clips, not frames, are the
   independent units (the frames of a clip share their objects and audio).
 
@@ -52,6 +58,7 @@ __all__ = [
     "check_min_area",
     "drop_small_masks",
     "listening_score",
+    "empty_ground_truth_rates",
     "bootstrap_interval",
     "ListeningEvaluator",
 ]
@@ -130,6 +137,30 @@ def listening_score(positive_miou: float, fpr: float) -> float:
     return 0.0 if a + b == 0.0 else 2.0 * a * b / (a + b)
 
 
+def empty_ground_truth_rates(clips: Sequence[dict]) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per clip of ``clips`` (:class:`ListeningEvaluator` records of a positive condition) over its frames
+    whose ground truth is empty (``"empty_gt"``): (number of such frames ``[N]`` int, how many of them have
+    any predicted foreground ``[N]`` int, the sum of their predicted foreground shares ``[N]`` float64).
+    The ``own_empty_gt`` FPR of a set of clips is ``fg.sum() / frames.sum()``, its mean area
+    ``area.sum() / frames.sum()`` (module doc).
+
+    Raises:
+        ValueError: a record has no ``"empty_gt"`` (a negative clip, whose ground truth is empty by
+            construction) or one whose length differs from ``"any_fg"``.
+    """
+    frames, fg, area = [], [], []
+    for c in clips:
+        empty = c.get("empty_gt")
+        if empty is None or len(empty) != len(c["any_fg"]):
+            raise ValueError(f"{c.get('video_id', '?')}: empty_gt must list every frame of a positive clip "
+                             f"({len(c['any_fg'])}), got {None if empty is None else len(empty)}")
+        e = np.asarray(empty, dtype=bool)  # [T]
+        frames.append(int(e.sum()))
+        fg.append(int(np.asarray(c["any_fg"], dtype=bool)[e].sum()))
+        area.append(float(np.asarray(c["area"], dtype=np.float64)[e].sum()))
+    return np.array(frames, dtype=np.int64), np.array(fg, dtype=np.int64), np.array(area, dtype=np.float64)
+
+
 def bootstrap_interval(
     statistic: Callable[[np.ndarray], float], num_clips: int, *, num_resamples: int = 1000, seed: int = 0,
     confidence: float = 0.95,
@@ -169,7 +200,8 @@ class ListeningEvaluator(DatasetEvaluator):
     :meth:`evaluate` returns ``{"listening": {"foreground_frames" (share of frames with any predicted
     foreground: the FPR on negatives), "mean_area", "mIoU" (official, clips with their own ground truth; None
     when all clips are negatives), "num_clips", "num_frames"}}``; :attr:`clips` holds the per-clip records (sorted by video id):
-    ``{"video_id", "negative", "any_fg" [T], "area" [T], "iou" [labelled frames] or None}``.
+    ``{"video_id", "negative", "any_fg" [T], "area" [T], "iou" [labelled frames] or None, "empty_gt" [T] or
+    None}`` (``empty_gt``: the frame is labelled and its ground truth is empty; None for negatives).
     """
 
     def __init__(self, *, threshold: float, distributed: bool = True):
@@ -187,13 +219,16 @@ class ListeningEvaluator(DatasetEvaluator):
             probs = out["sound_probs"].detach().to("cpu", torch.float32)  # [T, H, W]
             any_fg, area = foreground_per_frame(probs, self._threshold)
             negative = "negative_audio" in inp
-            iou = None
+            iou = empty_gt = None
             if not negative:
                 labelled = [t for t, p in enumerate(inp["mask_files"]) if p is not None]
                 gt = torch.stack([torch.from_numpy(read_avs_mask(inp["mask_files"][t])) for t in labelled])  # [V, H, W]
                 iou = mask_iou_per_frame(binarize(probs[labelled]), gt).tolist()  # official 0.5 threshold
+                empty_gt = [False] * len(any_fg)
+                for t, empty in zip(labelled, (gt.flatten(1) == 0).all(1).tolist()):  # [V] nothing sounds
+                    empty_gt[t] = empty
             self._records.append({"video_id": inp["video_id"], "negative": negative, "any_fg": any_fg.tolist(),
-                                  "area": area.tolist(), "iou": iou})
+                                  "area": area.tolist(), "iou": iou, "empty_gt": empty_gt})
 
     def evaluate(self):
         records = self._records

@@ -76,18 +76,27 @@ def test_every_condition_runs_on_synthavs_ms3(tiny_model, tmp_path):
 
     _, weights = tiny_model
     synth = str(tmp_path / "ms3")
-    generate_synthavs(synth, variant="ms3", seed=2, n_train=1, n_val=1, n_test=2, image_size=32)
+    # seed 5: the first test clip has a second where nothing sounds (an empty mask), for own_empty_gt
+    generate_synthavs(synth, variant="ms3", seed=5, n_train=1, n_val=1, n_test=2, image_size=32)
     ms3_config = os.path.join(REPO, "configs", "synthavs", "aqformer_tiny_ms3.yaml")
     summary = listening.main(["--config-file", ms3_config, "--weights", weights, "--levels-db", "0",
                               "--resamples", "20", "--threads", "1", "--output", str(tmp_path / "out"),
                               "DATASETS.SYNTHAVS_ROOT", synth, "INPUT.IMAGE_SIZE", "32"])
-    assert list(summary) == ["own", "silence", "white_noise_0dB", "pink_noise_0dB", "offscreen", "offscreen_scene",
-                             "swap"]
+    assert list(summary) == ["own", "own_empty_gt", "silence", "white_noise_0dB", "pink_noise_0dB", "offscreen",
+                             "offscreen_scene", "swap"]
     record = json.load(open(tmp_path / "out" / "listening.json"))
-    assert all(row["num_clips"] == 2 for row in record["summary"].values())
+    assert all(row["num_clips"] == (1 if name == "own_empty_gt" else 2) for name, row in record["summary"].items())
     own = json.load(open(tmp_path / "out" / "own.json"))["clips"]
     assert [c["video_id"] for c in own] == ["synth_ms3_test_00000", "synth_ms3_test_00001"]
     assert all(len(c["any_fg"]) == 5 and c["iou"] is not None for c in own)  # every MS3 test frame is scored
+    # own_empty_gt: exactly the test frames whose mask file is empty (MS3's seconds where nothing sounds)
+    from aqformer_d2.data.datasets.register_avsbench import read_avs_mask
+    from detectron2.data import DatasetCatalog
+
+    empty = [not read_avs_mask(f).any() for d in DatasetCatalog.get("synthavs_ms3_test") for f in d["mask_files"]]
+    assert [e for c in own for e in c["empty_gt"]] == empty
+    assert sum(empty) == 1 and record["summary"]["own_empty_gt"]["num_frames"] == 1
+    assert "own_empty_gt: the 1 frames (in 1 clips)" in open(tmp_path / "out" / "listening.md").read()
 
 
 def test_min_area_rule_changes_exactly_the_small_frames(tiny_model, tmp_path):

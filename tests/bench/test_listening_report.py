@@ -98,3 +98,17 @@ def test_seed_table_gives_each_seeds_value_per_model(tmp_path):
     with pytest.raises(SystemExit, match=r"vanilla: its seed folders were evaluated with different --min-area \(\[0.0, 0.002\]\)"):
         listening_report.main(["--seeds", f"vanilla={vanilla[0]},{vanilla[1]}"])
     assert listening_report.main(["--seeds", f"full={full[0]}", f"vanilla={vanilla[1]}"])[-1].startswith("| vanilla")
+
+
+def test_min_area_table_reads_own_empty_gt_from_the_own_records(tmp_path):
+    """own_empty_gt has no record of its own: its areas are the own condition's frames marked empty_gt."""
+    a = _record(tmp_path / "a", 1.0, 0.5, conditions=("own", "silence"))
+    rec = json.load(open(os.path.join(a, "listening.json")))
+    rec["summary"]["own_empty_gt"] = {**rec["summary"]["silence"], "derived_from": "own"}
+    rec["summary"]["own_empty_gt"].pop("listening_score")
+    (tmp_path / "a" / "listening.json").write_text(json.dumps(rec))
+    (tmp_path / "a" / "silence.json").write_text(json.dumps({"clips": [{"area": [0.0, 0.0]}]}))
+    own = [{"area": [0.5, 0.001, 0.0], "empty_gt": [False, True, True]}, {"area": [0.2, 0.03], "empty_gt": [True, False]}]
+    (tmp_path / "a" / "own.json").write_text(json.dumps({"clips": own}))
+    lines = listening_report.main([f"a={a}", "--min-areas", "0", "0.002", "--area-conditions", "own_empty_gt"])
+    assert lines[-1] == "| own_empty_gt | 0.667 / 0.333 |"  # areas 0.001, 0.0, 0.2 of the three empty frames

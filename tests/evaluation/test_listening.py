@@ -6,8 +6,8 @@ import torch
 from PIL import Image
 
 from aqformer_d2.evaluation.listening import (
-    ListeningEvaluator, bootstrap_interval, drop_small_masks, false_positive_rate, foreground_frames_above,
-    foreground_per_frame, listening_score, mean_foreground_area,
+    ListeningEvaluator, bootstrap_interval, drop_small_masks, empty_ground_truth_rates, false_positive_rate,
+    foreground_frames_above, foreground_per_frame, listening_score, mean_foreground_area,
 )
 
 
@@ -146,6 +146,36 @@ def test_evaluator_records_negatives_and_positives(tmp_path):
     a, b = ev.clips
     assert a["video_id"] == "a" and a["negative"] and a["iou"] is None and a["any_fg"] == [False, False]
     assert b["iou"] == [pytest.approx(1.0, abs=1e-6)] and b["any_fg"] == [True, True]
+    assert a["empty_gt"] is None and b["empty_gt"] == [False, False]  # frame 2 unlabelled: not counted as empty
+
+
+def test_evaluator_marks_labelled_frames_whose_ground_truth_is_empty(tmp_path):
+    """A clip heard with its own audio whose second frame has nobody sounding (empty mask, as SynthAVS-MS3's
+    silent seconds): that frame is marked, and empty_ground_truth_rates counts it and whether it has foreground."""
+    obj, nothing = np.zeros((2, 2), np.uint8), np.zeros((2, 2), np.uint8)
+    obj[1, 1] = 1
+    clip = {"video_id": "m", "mask_files": [_mask(tmp_path / "o.png", obj), _mask(tmp_path / "n.png", nothing),
+                                            _mask(tmp_path / "n2.png", nothing)]}
+    probs = torch.zeros(3, 2, 2)
+    probs[0, 1, 1] = 0.9
+    probs[1, 0, :] = 0.7  # a false positive of half the frame where nothing sounds; frame 3 stays empty
+    ev = ListeningEvaluator(threshold=0.5, distributed=False)
+    ev.reset()
+    ev.process([clip], [{"sound_probs": probs}])
+    ev.evaluate()
+    rec = ev.clips[0]
+    assert rec["empty_gt"] == [False, True, True] and rec["any_fg"] == [True, True, False]
+    frames, fg, area = empty_ground_truth_rates(ev.clips)
+    assert frames.tolist() == [2] and fg.tolist() == [1] and area.tolist() == [pytest.approx(0.5)]
+
+
+def test_empty_ground_truth_rates_refuses_negative_or_misaligned_records():
+    good = {"video_id": "g", "any_fg": [True, False], "area": [0.1, 0.0], "empty_gt": [True, True]}
+    assert [x.tolist() for x in empty_ground_truth_rates([good])] == [[2], [1], [pytest.approx(0.1)]]
+    with pytest.raises(ValueError, match="n: empty_gt must list every frame"):
+        empty_ground_truth_rates([good, {"video_id": "n", "any_fg": [False], "area": [0.0], "empty_gt": None}])
+    with pytest.raises(ValueError, match="s: empty_gt must list every frame of a positive clip \\(2\\), got 1"):
+        empty_ground_truth_rates([{"video_id": "s", "any_fg": [True, False], "area": [0.1, 0.0], "empty_gt": [True]}])
 
 
 def test_evaluator_behind_the_min_area_rule_scores_an_emptied_frame_as_missed(tmp_path):
