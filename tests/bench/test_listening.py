@@ -111,7 +111,10 @@ def test_min_area_rule_changes_exactly_the_small_frames(tiny_model, tmp_path):
             "--only", "silence", "offscreen_scene"]
     plain = listening.main(base + ["--output", str(tmp_path / "plain")] + common)
     clips = lambda d, n: json.load(open(tmp_path / d / f"{n}.json"))["clips"]  # noqa: E731
-    areas = sorted(a for n in plain for c in clips("plain", n) for a in c["area"])
+    # the cut: the median of the non-empty frames' areas, so that some frames are emptied and some kept whatever
+    # share of frames the 2-iteration model leaves empty (it varies with the CPU's round-off)
+    areas = sorted(a for n in plain for c in clips("plain", n) for a in c["area"] if a > 0)
+    assert len(areas) >= 2, "the tiny model predicts (almost) nothing at threshold 0.3; the test needs masks"
     cut = areas[len(areas) // 2]
     ruled = listening.main(base + ["--min-area", str(cut), "--output", str(tmp_path / "ruled")] + common)
     assert json.load(open(tmp_path / "ruled" / "listening.json"))["min_area"] == cut
