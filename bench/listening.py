@@ -3,9 +3,9 @@
 Evaluates ONE trained model on every test clip with each audio condition: its own audio; silence (zeros
 through the log-mel front end); white and pink noise at each --levels-db (dB relative to the clip's own
 soundtrack); an off-screen sound (a SynthAVS category absent from the clip, as loud as the soundtrack;
-SynthAVS only); another clip's audio (the swap control, scored against the clip's own ground truth). Where some frames of
-the own-audio condition have an empty ground truth (nothing sounds then: SynthAVS-MS3's silent seconds), a
-row ``own_empty_gt`` gives the share of those frames with foreground.
+SynthAVS only); another clip's audio (the swap control, scored against the clip's own ground truth).
+Where some frames of the own-audio condition have an empty ground truth (nothing sounds then:
+SynthAVS-MS3's silent seconds), a row ``own_empty_gt`` gives the share of those frames with foreground.
 
 Per condition: the share of frames with any predicted foreground at the model's MASK_THRESHOLD (the
 false-positive rate on negatives), the mean predicted foreground area, official M_J / M_F on the positive
