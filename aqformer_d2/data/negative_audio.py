@@ -43,6 +43,7 @@ __all__ = [
     "NegativeAudioSampler",
     "check_negative_spec",
     "offscreen_category",
+    "offscreen_category_of",
     "negative_waveform",
     "negative_examples",
     "negative_specs_for",
@@ -84,6 +85,23 @@ def offscreen_category(rng: np.random.Generator, onscreen: Sequence[int], num_ca
     return int(absent[int(rng.integers(len(absent)))])
 
 
+def offscreen_category_of(spec: dict, dataset_dict: dict) -> int:
+    """The category id whose sound the off-screen negative ``spec`` plays in the clip ``dataset_dict``.
+
+    It is the first draw of the spec's generator, as :func:`negative_waveform` makes it, so a listening
+    record can be split by the sound the model heard without storing it.
+
+    Raises:
+        ValueError: ``spec`` is not of an off-screen kind, or the clip lacks the SynthAVS keys.
+    """
+    check_negative_spec(spec)
+    if spec["kind"] not in OFFSCREEN_KINDS:
+        raise ValueError(f"negative-audio spec {spec!r} plays no off-screen category (kinds {OFFSCREEN_KINDS})")
+    _require_synthavs_keys(spec, dataset_dict, ("synthavs_category_ids", "synthavs_num_categories"))
+    rng = np.random.default_rng(int(spec["seed"]))
+    return offscreen_category(rng, dataset_dict["synthavs_category_ids"], dataset_dict["synthavs_num_categories"])
+
+
 def _silence(spec, rng, clip_rms, num_samples, dataset_dict):
     return silence(num_samples)
 
@@ -103,7 +121,8 @@ def _require_synthavs_keys(spec, dataset_dict, keys):
 
 
 def _offscreen_source(spec, rng, num_samples, dataset_dict, extra_keys=()):
-    """Unit-RMS sound ``[num_samples]`` of a category with no object in the clip."""
+    """Unit-RMS sound ``[num_samples]`` of a category with no object in the clip (the category is the
+    generator's first draw: :func:`offscreen_category_of` relies on that order)."""
     _require_synthavs_keys(spec, dataset_dict, ("synthavs_category_ids", "synthavs_num_categories") + extra_keys)
     category = offscreen_category(rng, dataset_dict["synthavs_category_ids"], dataset_dict["synthavs_num_categories"])
     return category_sound(category, rng, num_samples)

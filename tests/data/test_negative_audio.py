@@ -15,6 +15,7 @@ from aqformer_d2.data.build import SeededClipDataset
 from aqformer_d2.data.datasets import negative_dataset_name, register_all_synthavs, register_negative_audio, with_negative_audio
 from aqformer_d2.data.negative_audio import (
     NEGATIVE_KINDS, NegativeAudioSampler, check_negative_spec, negative_examples, negative_waveform, offscreen_category,
+    offscreen_category_of,
 )
 from aqformer_d2.data.synthavs import CLIPS_METADATA_NAME, generate_synthavs
 
@@ -57,6 +58,29 @@ def test_offscreen_category_is_never_on_screen_and_covers_the_rest():
     assert drawn == {1, 2, 4, 6, 7}
     with pytest.raises(ValueError, match="no off-screen category"):
         offscreen_category(rng, range(8), 8)
+
+
+@pytest.mark.parametrize("kind", ["offscreen", "offscreen_scene"])
+def test_offscreen_category_of_names_the_sound_the_waveform_plays(synth, kind, monkeypatch):
+    """The category :func:`offscreen_category_of` names is the one whose sound :func:`negative_waveform`
+    synthesises, for every clip and many seeds (it fails if the maker's order of draws changes)."""
+    from aqformer_d2.data import negative_audio
+
+    played = []
+    real = negative_audio.category_sound
+    monkeypatch.setattr(negative_audio, "category_sound", lambda c, rng, n: played.append(c) or real(c, rng, n))
+    named = []
+    for d in DatasetCatalog.get("synthavs_s4_test") + DatasetCatalog.get("synthavs_ms3_test"):
+        for seed in range(12):
+            spec = {"kind": kind, "level_db": 0.0, "seed": seed}
+            named.append(offscreen_category_of(spec, d))
+            negative_waveform(spec, clip_rms=0.1, num_samples=16000, dataset_dict=d)
+            assert named[-1] not in d["synthavs_category_ids"]
+    assert played == named and len(set(named)) > 1
+    with pytest.raises(ValueError, match="plays no off-screen category"):
+        offscreen_category_of({"kind": "white_noise", "level_db": 0.0, "seed": 1}, d)
+    with pytest.raises(ValueError, match="needs the SynthAVS description"):
+        offscreen_category_of({"kind": kind, "level_db": 0.0, "seed": 1}, {"video_id": "v"})
 
 
 @pytest.mark.parametrize("spec,match", [
