@@ -313,6 +313,23 @@ def grouped_bar_chart(path, groups: Sequence[str], series: Sequence[BarSeries], 
     plt.close(fig)
 
 
+def frame_group_summary(records: Sequence[Dict]) -> Dict:
+    """A group of per-clip listening records (``any_fg`` ``[T]``, ``area`` ``[T]`` each): number of clips, share
+    of frames with predicted foreground, mean predicted area (None for an empty group)."""
+    fg = [f for r in records for f in r["any_fg"]]  # [clips * T]
+    area = [a for r in records for a in r["area"]]
+    return {"clips": len(records), "foreground_frames": statistics.fmean(fg) if fg else None,
+            "mean_area": statistics.fmean(area) if area else None}
+
+
+def frame_group_line(row: Dict) -> str:
+    """``"N clips, frames with foreground 0.123, mean area 0.0012"`` for a :func:`frame_group_summary` row."""
+    if row["foreground_frames"] is None:
+        return f"{row['clips']} clips"
+    return (f"{row['clips']} clips, frames with foreground {row['foreground_frames']:.3f}, "
+            f"mean area {row['mean_area']:.4f}")
+
+
 def machine() -> Dict:
     """The CPU (model name, AVX-512 or AVX2 only), core count, platform and torch version of this run."""
     import torch

@@ -17,7 +17,7 @@ import shlex
 import sys
 from typing import Dict, List
 
-import numpy as np
+from bench.common import frame_group_line, frame_group_summary
 
 
 def split_offscreen(records: List[Dict], negative_dicts: List[Dict]) -> Dict[str, Dict]:
@@ -44,12 +44,8 @@ def split_offscreen(records: List[Dict], negative_dicts: List[Dict]) -> Dict[str
     for category in sorted(groups):
         recs = groups[category]
         num_categories = by_id[recs[0]["video_id"]]["synthavs_num_categories"]
-        fg = [f for r in recs for f in r["any_fg"]]  # [clips * T]
-        area = [a for r in recs for a in r["area"]]
-        out[category_names(num_categories)[category]] = {
-            "sound": CATEGORY_SOUNDS[category][0], "clips": len(recs),
-            "foreground_frames": float(np.mean(fg)), "mean_area": float(np.mean(area)),
-        }
+        out[category_names(num_categories)[category]] = {"sound": CATEGORY_SOUNDS[category][0],
+                                                         **frame_group_summary(recs)}
     return out
 
 
@@ -76,8 +72,7 @@ def main(argv=None):
     print(f"# `python -m bench.listening_offscreen_split {shlex.join(argv_shown)}`")
     print(f"# {condition['name']}, {len(record['clips'])} clips, condition seed {record['seed']}")
     for category, row in result.items():
-        print(f"{category} ({row['sound']}): {row['clips']} clips, frames with foreground "
-              f"{row['foreground_frames']:.3f}, mean area {row['mean_area']:.4f}")
+        print(f"{category} ({row['sound']}): {frame_group_line(row)}")
     return result
 
 

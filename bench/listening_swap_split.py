@@ -14,7 +14,7 @@ import argparse
 import json
 from typing import Dict
 
-import numpy as np
+from bench.common import frame_group_line, frame_group_summary
 
 
 def split_swap(records: Dict, clips, seed: int) -> Dict[str, Dict]:
@@ -34,13 +34,7 @@ def split_swap(records: Dict, clips, seed: int) -> Dict[str, Dict]:
         donor_id = names.index(donor["category"])
         key = "donor_on_screen" if donor_id in clip["synthavs_category_ids"] else "donor_off_screen"
         groups[key].append(rec)
-    out = {}
-    for key, recs in groups.items():
-        fg = [f for r in recs for f in r["any_fg"]]
-        area = [a for r in recs for a in r["area"]]
-        out[key] = {"clips": len(recs), "foreground_frames": float(np.mean(fg)) if fg else None,
-                    "mean_area": float(np.mean(area)) if area else None}
-    return out
+    return {key: frame_group_summary(recs) for key, recs in groups.items()}
 
 
 def main(argv=None):
@@ -59,8 +53,7 @@ def main(argv=None):
     dataset = record["dataset"].removesuffix("_audioswap")
     result = split_swap(record["clips"], DatasetCatalog.get(dataset), args.seed)
     for key, row in result.items():
-        print(f"{key}: {row['clips']} clips, frames with foreground {row['foreground_frames']:.3f}, "
-              f"mean area {row['mean_area']:.4f}")
+        print(f"{key}: {frame_group_line(row)}")
     return result
 
 
