@@ -288,7 +288,8 @@ def grouped_bar_chart(path, groups: Sequence[str], series: Sequence[BarSeries], 
                       legend_outside: bool = False) -> None:
     """Save a PNG at ``path``: one bar group per entry of ``groups`` (tick labels), one bar per series.
 
-    ``legend_outside`` puts the legend right of the axes (for many series, whose legend would hide bars)."""
+    ``legend_outside`` puts the legend right of the axes (for many series, whose legend would hide bars).
+    Up to 10 series take matplotlib's default colours, up to 20 distinct ones from ``tab20``."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -298,8 +299,11 @@ def grouped_bar_chart(path, groups: Sequence[str], series: Sequence[BarSeries], 
     x = np.arange(len(groups))
     width = 0.8 / len(series)
     fig, ax = plt.subplots(figsize=(1.0 + group_width * len(groups), 3.6))
+    # matplotlib's default cycle has 10 colours; beyond that series would share one, so take tab20's 20
+    colors = [plt.get_cmap("tab20")(i) for i in range(len(series))] if len(series) > 10 else [None] * len(series)
     for i, s in enumerate(series):
-        ax.bar(x + (i - (len(series) - 1) / 2) * width, s.values, width, yerr=s.errors, capsize=2, label=s.label)
+        ax.bar(x + (i - (len(series) - 1) / 2) * width, s.values, width, yerr=s.errors, capsize=2, label=s.label,
+               color=colors[i])
     ax.set_xticks(x, list(groups), fontsize=8)
     ax.set_ylim(0, ylim)
     ax.set_ylabel(ylabel)
