@@ -11,7 +11,12 @@ Per condition: the share of frames with any predicted foreground at the model's 
 false-positive rate on negatives), the mean predicted foreground area, official M_J / M_F on the positive
 conditions, and on negatives the listening score (harmonic mean of own-audio M_J and 1 - FPR), each with a
 95 % bootstrap range over clips. ``--min-area A`` evaluates the model followed by the minimum-area rule
-(frames whose mask covers at most A of the frame emptied, as ``demo/demo.py --min-area``). Writes {output}/{condition}.json (summary + per-clip records),
+(frames whose mask covers at most A of the frame emptied, as ``demo/demo.py --min-area``). ``--by-pathway
+CONDITION`` adds that negative heard by one audio pathway only and by all pathways but one, silence in the
+others (``offscreen_scene@query``, ``offscreen_scene@pixel+abti``, ...): which pathway's hearing of the sound
+draws the masks; ``--own-with CONDITION`` adds the clip's own audio with that negative (silence too) in one
+pathway only and in all but one (``own+silence@query``, ...), scored against the own ground truth: what
+each pathway's sound is needed for. Writes {output}/{condition}.json (summary + per-clip records),
 {output}/listening.json (all summaries, the command, config and weights) and {output}/listening.md.
 
     python -m bench.listening --config-file configs/synthavs/aqformer_tiny_s4.yaml --weights out/model_final.pth \\
@@ -37,6 +42,12 @@ def parse_args(argv=None):
     p.add_argument("--only", nargs="+", default=None, metavar="CONDITION",
                    help="evaluate only these conditions (by name, e.g. offscreen_scene); 'own' is always kept, "
                         "the listening score needs it")
+    p.add_argument("--by-pathway", nargs="+", default=[], metavar="CONDITION",
+                   help="also evaluate these negative conditions (e.g. offscreen_scene) heard by each audio pathway "
+                        "only and by all but each one, silence in the others (docs/listening.md)")
+    p.add_argument("--own-with", nargs="+", default=[], metavar="CONDITION",
+                   help="also evaluate the clip's own audio with these negative conditions (e.g. silence) in each "
+                        "audio pathway only and in all but each one, scored against the own ground truth")
     p.add_argument("--seed", type=int, default=0, help="seed of the negatives and of the swap derangement")
     p.add_argument("--min-area", type=float, default=0.0, metavar="A",
                    help="evaluate with the minimum-area rule: frames whose mask covers at most this share of the "
@@ -80,7 +91,9 @@ def main(argv=None):
     from detectron2.utils.logger import setup_logger
 
     from aqformer_d2.checkpoint import AQCheckpointer
-    from aqformer_d2.engine import AQFormerTrainer, build_cfg, evaluate_listening, listening_conditions, summarise_listening
+    from aqformer_d2.engine import (
+        AQFormerTrainer, build_cfg, evaluate_listening, listening_conditions, pathway_conditions, summarise_listening,
+    )
 
     torch.set_num_threads(args.threads)
     setup_logger(name="aqformer_d2", abbrev_name="aq")
@@ -97,6 +110,13 @@ def main(argv=None):
         if unknown:
             raise SystemExit(f"--only: no condition named {unknown}; the conditions of these options are {names}")
         conditions = [c for c in conditions if c["name"] == "own" or c["name"] in args.only]
+    by_name = {c["name"]: c for c in conditions}
+    for option, names, elsewhere in (("--by-pathway", args.by_pathway, "silence"), ("--own-with", args.own_with, "own")):
+        usable = [n for n, c in by_name.items() if c["negative"] and (elsewhere == "own" or n != "silence")]
+        unusable = [n for n in names if n not in usable]
+        if unusable:
+            raise SystemExit(f"{option}: {unusable} are not among the evaluated conditions it can take: {usable}")
+        conditions += [c for n in names for c in pathway_conditions(by_name[n], elsewhere=elsewhere)]
     start = time.perf_counter()
     results = evaluate_listening(cfg, model, dataset, conditions, seed=args.seed, min_area=args.min_area)
     summary = summarise_listening(results, num_resamples=args.resamples, seed=args.seed)

@@ -17,7 +17,9 @@ from torch import nn
 
 from detectron2.evaluation import DatasetEvaluators, inference_on_dataset
 
-from ..data.datasets import register_audio_swapped, register_negative_audio
+from ..data.datasets import (
+    AUDIO_PATHWAYS, register_audio_swapped, register_negative_audio, register_pathway_negative_audio,
+)
 from ..data.negative_audio import OFFSCREEN_KINDS, OFFSCREEN_LEVEL_DB
 from ..evaluation import AVSEvaluator
 from ..evaluation.listening import (
@@ -25,7 +27,7 @@ from ..evaluation.listening import (
 )
 from .trainer import AQFormerTrainer
 
-__all__ = ["listening_conditions", "condition_dataset", "MinAreaRule", "evaluate_listening", "summarise_listening"]
+__all__ = ["listening_conditions", "pathway_conditions", "condition_dataset", "MinAreaRule", "evaluate_listening", "summarise_listening"]
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +50,38 @@ def listening_conditions(
     return out
 
 
+def pathway_conditions(condition: Dict, pathways: Sequence[str] = AUDIO_PATHWAYS,
+                       elsewhere: str = "silence") -> List[Dict]:
+    """The negative ``condition`` (one of :func:`listening_conditions`) heard by one audio pathway only and
+    by all pathways but one: ``2 * len(pathways)`` conditions, each with ``"pathways"`` (those that hear
+    the sound) and ``"elsewhere"`` (what the others hear):
+
+    * ``elsewhere="silence"``: named ``"{name}@{pathways joined by +}"`` (``offscreen_scene@query``,
+      ``offscreen_scene@pixel+abti``); every pathway hears a negative, the ground truth stays empty, and
+      the false-positive rates next to ``name`` (every pathway) and ``silence`` (none) say which pathway's
+      hearing of the sound draws the masks. ``condition`` may not be silence here.
+    * ``elsewhere="own"``: named ``"own+{name}@{...}"`` (``own+silence@query``: the clip's own audio
+      except that the query pathway hears silence); positive conditions scored against the clip's own
+      ground truth, as the pathway swap is: what a pathway's sound is needed for.
+
+    docs/listening.md has the measurements."""
+    if not condition.get("negative") or condition.get("pathways") or condition["kind"] in ("own", "swap"):
+        raise ValueError(f"negatives by pathway need a negative condition (not already by pathway); got {condition}")
+    if elsewhere not in ("silence", "own"):
+        raise ValueError(f"elsewhere must be 'silence' or 'own', got {elsewhere!r}")
+    if elsewhere == "silence" and condition["kind"] == "silence":
+        raise ValueError("silence heard by some pathways and silence elsewhere is plain silence; "
+                         "by pathway with silence elsewhere needs a negative with a sound")
+    unknown = [p for p in pathways if p not in AUDIO_PATHWAYS]
+    if unknown or len(set(pathways)) != len(pathways) or len(pathways) < 2:
+        raise ValueError(f"pathways must be two or more distinct names from {AUDIO_PATHWAYS}, got {list(pathways)}")
+    ordered = [p for p in AUDIO_PATHWAYS if p in pathways]
+    heard_sets = [[p] for p in ordered] + [[q for q in ordered if q != p] for p in ordered]
+    prefix = "" if elsewhere == "silence" else "own+"
+    return [{**condition, "name": f"{prefix}{condition['name']}@{'+'.join(heard)}", "pathways": heard,
+             "elsewhere": elsewhere, "negative": elsewhere == "silence"} for heard in heard_sets]
+
+
 _DATASET_OF_KIND = {
     "own": lambda test, cond, seed: test,
     "swap": lambda test, cond, seed: register_audio_swapped(test, seed=seed),
@@ -55,10 +89,14 @@ _DATASET_OF_KIND = {
 
 
 def condition_dataset(test_name: str, condition: Dict, seed: int = 0) -> str:
-    """Registered dataset name of ``condition`` on ``test_name`` (registers the swapped / negative copy)."""
+    """Registered dataset name of ``condition`` on ``test_name`` (registers the swapped / negative copy; a
+    condition with ``"pathways"`` (:func:`pathway_conditions`) hears its negative in those pathways only)."""
     make = _DATASET_OF_KIND.get(condition["kind"])
     if make is not None:
         return make(test_name, condition, seed)
+    if condition.get("pathways"):
+        return register_pathway_negative_audio(test_name, condition["kind"], condition["level_db"],
+                                               condition["pathways"], seed=seed, elsewhere=condition["elsewhere"])
     return register_negative_audio(test_name, condition["kind"], condition["level_db"], seed=seed)
 
 

@@ -132,3 +132,55 @@ def test_min_area_rule_changes_exactly_the_small_frames(tiny_model, tmp_path):
     assert ruled["own"]["mIoU"] == pytest.approx(float(np.mean(own)), abs=1e-6)
     with pytest.raises(SystemExit, match="--min-area"):
         listening.main(base + ["--min-area", "1.5", "--output", str(tmp_path / "x")] + common)
+
+
+def test_negatives_by_pathway_reach_the_named_pathways(tiny_model, tmp_path):
+    """--by-pathway / --own-with: the conditions, their records, and what each pathway of the model hears."""
+    from detectron2.data import DatasetCatalog
+
+    from aqformer_d2.data import build_aq_dataset_mapper
+    from aqformer_d2.engine import AQFormerTrainer, condition_dataset, listening_conditions, pathway_conditions
+
+    common, weights = tiny_model
+    base = ["--config-file", CONFIG, "--weights", weights, "--resamples", "20", "--threads", "1"]
+    summary = listening.main(base + ["--only", "silence", "offscreen_scene", "--by-pathway", "offscreen_scene",
+                                     "--own-with", "silence", "--output", str(tmp_path / "p")] + common)
+    by_pathway = ["offscreen_scene@" + p for p in ("pixel", "abti", "query", "abti+query", "pixel+query", "pixel+abti")]
+    own_with = ["own+silence@" + p for p in ("pixel", "abti", "query", "abti+query", "pixel+query", "pixel+abti")]
+    assert list(summary) == ["own", "silence", "offscreen_scene"] + by_pathway + own_with
+    assert all(summary[n]["negative"] and "listening_score" in summary[n] for n in by_pathway)
+    assert all(not summary[n]["negative"] and "mIoU" in summary[n] for n in own_with)
+    assert all(os.path.exists(tmp_path / "p" / f"{n}.json") for n in by_pathway + own_with)
+
+    cfg = build_cfg(CONFIG, common)
+    mapper = build_aq_dataset_mapper(cfg, is_train=False)
+    conds = {c["name"]: c for c in listening_conditions()}
+    first = {n: mapper(DatasetCatalog.get(condition_dataset("synthavs_s4_test", c))[0]) for n, c in conds.items()}
+    for c in pathway_conditions(conds["offscreen_scene"]) + pathway_conditions(conds["silence"], elsewhere="own"):
+        clip = mapper(DatasetCatalog.get(condition_dataset("synthavs_s4_test", c))[0])
+        heard, rest = ("offscreen_scene", "silence") if c["elsewhere"] == "silence" else ("silence", "own")
+        assert list(clip["pathway_audio"]) == c["pathways"], c["name"]
+        assert all(torch.equal(x, first[heard]["audio"]) for x in clip["pathway_audio"].values()), c["name"]
+        assert torch.equal(clip["audio"], first[rest]["audio"]), c["name"]
+        assert torch.equal(clip["masks"], first[rest]["masks"]), c["name"]
+    # the model hears the query pathway's sound: its output moves away from silence's, and differs from every pathway's
+    model = AQFormerTrainer.build_model(build_cfg(CONFIG, common + ["MODEL.WEIGHTS", weights]))
+    from aqformer_d2.checkpoint import AQCheckpointer
+
+    AQCheckpointer(model).load(weights)
+    model.eval()
+    query_only = mapper(DatasetCatalog.get(condition_dataset("synthavs_s4_test", pathway_conditions(conds["offscreen_scene"])[2]))[0])
+    with torch.no_grad():
+        probs = {n: model([x])[0]["sound_probs"] for n, x in
+                 (("silence", first["silence"]), ("offscreen_scene", first["offscreen_scene"]), ("query", query_only))}
+    assert not torch.equal(probs["query"], probs["silence"]) and not torch.equal(probs["query"], probs["offscreen_scene"])
+
+    for option, name in (("--by-pathway", "silence"), ("--by-pathway", "swap"), ("--own-with", "own"),
+                         ("--by-pathway", "offscreen")):
+        with pytest.raises(SystemExit, match=f"{option}: \\['{name}'\\] are not among"):
+            listening.main(base + ["--only", "silence", "offscreen_scene", option, name,
+                                   "--output", str(tmp_path / "x")] + common)
+    with pytest.raises(ValueError, match="two or more distinct"):
+        pathway_conditions(conds["offscreen_scene"], pathways=["query"])
+    with pytest.raises(ValueError, match="not already by pathway"):
+        pathway_conditions(pathway_conditions(conds["offscreen_scene"])[0])

@@ -12,7 +12,10 @@ from aqformer_d2.audio.io import read_wav
 from aqformer_d2.audio.negatives import rms
 from aqformer_d2.data import build_aq_dataset_mapper
 from aqformer_d2.data.build import SeededClipDataset
-from aqformer_d2.data.datasets import negative_dataset_name, register_all_synthavs, register_negative_audio, with_negative_audio
+from aqformer_d2.data.datasets import (
+    negative_dataset_name, pathway_negative_dataset_name, register_all_synthavs, register_negative_audio,
+    register_pathway_negative_audio, with_negative_audio, with_pathway_negative_audio,
+)
 from aqformer_d2.data.negative_audio import (
     NEGATIVE_KINDS, NegativeAudioSampler, check_negative_spec, negative_examples, negative_waveform, offscreen_category,
     offscreen_category_of,
@@ -255,3 +258,45 @@ def test_negative_audio_datasets(synth):
     assert dicts == with_negative_audio(base, "white_noise", -20.0, seed=1)
     assert all("negative_audio" not in d for d in base)
     assert [d["negative_audio"]["seed"] for d in with_negative_audio(base, "white_noise", -20.0, seed=2)] != seeds
+
+
+def test_pathway_negative_datasets_name_the_same_sound_and_the_mapper_routes_it(synth):
+    """Negatives by pathway: the named pathways hear the all-pathway condition's sound (same spec), the others
+    silence (empty masks) or the clip's own audio (own masks); the mapper puts each where it belongs."""
+    base = DatasetCatalog.get("synthavs_s4_test")
+    all_pathways = with_negative_audio(base, "offscreen_scene", 0.0, seed=1)
+    name = register_pathway_negative_audio("synthavs_s4_test", "offscreen_scene", 0.0, ["query", "pixel"], seed=1)
+    assert name == pathway_negative_dataset_name("synthavs_s4_test", "offscreen_scene", 0.0, ["pixel", "query"]) \
+        == "synthavs_s4_test_neg_offscreen_scene_0db_in_pixel+query"
+    dicts = DatasetCatalog.get(name)
+    assert [d["video_id"] for d in dicts] == [d["video_id"] for d in base]
+    for d, ref in zip(dicts, all_pathways):
+        assert d["pathway_negative_audio"] == {"pixel": ref["negative_audio"], "query": ref["negative_audio"]}
+        assert d["negative_audio"]["kind"] == "silence"
+    own_name = register_pathway_negative_audio("synthavs_s4_test", "silence", None, ["abti"], elsewhere="own")
+    assert own_name == "synthavs_s4_test_own_neg_silence_in_abti"
+    own_dicts = DatasetCatalog.get(own_name)
+    assert all("negative_audio" not in d and set(d["pathway_negative_audio"]) == {"abti"} for d in own_dicts)
+    assert all("negative_audio" not in d and "pathway_negative_audio" not in d for d in base)
+
+    m = build_aq_dataset_mapper(make_cfg(), is_train=False)
+    d, pos = dicts[0], m(base[0])
+    out = m(d)
+    offscreen = negative_examples(d, all_pathways[0]["negative_audio"], 5)
+    assert torch.equal(out["audio"], negative_examples(d, d["negative_audio"], 5))  # silence elsewhere
+    assert set(out["pathway_audio"]) == {"pixel", "query"}
+    assert all(torch.equal(x, offscreen) for x in out["pathway_audio"].values())
+    assert not torch.equal(offscreen, out["audio"]) and out["masks"].sum() == 0 < pos["masks"].sum()
+    own = m(own_dicts[0])
+    assert torch.equal(own["audio"], pos["audio"]) and torch.equal(own["masks"], pos["masks"])
+    assert list(own["pathway_audio"]) == ["abti"]
+    assert torch.equal(own["pathway_audio"]["abti"], negative_examples(d, {"kind": "silence", "level_db": None, "seed": 0}, 5))
+
+    with pytest.raises(ValueError, match=r"'pathway_negative_audio' names pathways \['decoder'\]"):
+        m(dict(d, pathway_negative_audio={"decoder": d["pathway_negative_audio"]["query"]}))
+    with pytest.raises(ValueError, match="a clip may carry one of them"):
+        m(dict(own_dicts[0], pathway_audio_files={"pixel": {}}))
+    with pytest.raises(ValueError, match="name the pathways"):
+        with_pathway_negative_audio(base, "offscreen_scene", 0.0, None)
+    with pytest.raises(ValueError, match="elsewhere"):
+        with_pathway_negative_audio(base, "offscreen_scene", 0.0, ["query"], elsewhere="noise")

@@ -20,6 +20,7 @@ from detectron2.data import transforms as T
 
 from ...audio.logmel import wav_file_to_examples
 from ...utils.safe_pickle import load_pickle_restricted
+from ..datasets.audio_controls import AUDIO_PATHWAYS
 from ..datasets.register_avsbench import read_avs_mask
 from ..negative_audio import NegativeAudioSampler, check_negative_spec, negative_examples
 from .build import AQ_DATASET_MAPPER_REGISTRY
@@ -167,7 +168,9 @@ class AVSClipMapper:
     ``[T, H, W]`` in {0, 1} (zeros for unlabelled frames) + "mask_valid" bool ``[T]``; "height",
     "width" (original frame size), "video_id", "frame_files", "mask_files" passed through; for a clip
     that hears negative audio, its spec as "negative_audio" (then "audio" is the negative and "masks" are
-    empty). H = W = the resize size.
+    empty); "pathway_audio" (pathway -> float32 ``[T, 1, 96, 64]``) for a clip whose dict names audio for
+    some pathways only ("pathway_audio_files": another clip's files; "pathway_negative_audio": negative
+    specs). H = W = the resize size.
     """
 
     @configurable
@@ -240,6 +243,25 @@ class AVSClipMapper:
         # One number from the global generator (seeded per stream position by SeededClipDataset) seeds the draw.
         return self.negative_audio.draw(np.random.default_rng(int(np.random.randint(0, 2**31 - 1))))
 
+    @staticmethod
+    def _pathway_negative_specs(d: dict) -> dict:
+        """Pathway -> negative spec from the dataset dict's ``"pathway_negative_audio"`` (evaluation of
+        negatives by pathway, :func:`aqformer_d2.data.datasets.register_pathway_negative_audio`); {} without it.
+        The other pathways hear ``"audio"``: the clip's ``"negative_audio"`` if it has one, else its own sound
+        (then its masks are its own, as for a pathway swap)."""
+        specs = d.get("pathway_negative_audio")
+        if specs is None:
+            return {}
+        video = d.get("video_id")
+        if "pathway_audio_files" in d:
+            raise ValueError(f"Video {video!r}: 'pathway_negative_audio' and 'pathway_audio_files' both replace "
+                             f"pathway audio; a clip may carry one of them.")
+        unknown = sorted(set(specs) - set(AUDIO_PATHWAYS))
+        if unknown or not specs:
+            raise ValueError(f"Video {video!r}: 'pathway_negative_audio' names pathways {sorted(specs)}; "
+                             f"it must name one or more of {AUDIO_PATHWAYS}.")
+        return {p: check_negative_spec(specs[p]) for p in AUDIO_PATHWAYS if p in specs}
+
     def __call__(self, dataset_dict: dict) -> dict:
         d = copy.deepcopy(dataset_dict)
         frame_files: List[str] = d["frame_files"]
@@ -273,6 +295,7 @@ class AVSClipMapper:
 
         audio = load_audio_examples(d, self.audio_source, self.num_frames)  # [T, 1, 96, 64]
         negative = self._negative_spec(d)
+        pathway_negatives = self._pathway_negative_specs(d)  # pathway -> spec ({} for most clips)
         if negative is not None:
             audio = negative_examples(d, negative, self.num_frames)  # [T, 1, 96, 64]
         if self.zero_audio:
@@ -281,6 +304,10 @@ class AVSClipMapper:
         pathway_audio = {}
         for pathway, files in d.get("pathway_audio_files", {}).items():
             examples = load_audio_examples(files, self.audio_source, self.num_frames)
+            pathway_audio[pathway] = torch.zeros_like(examples) if self.zero_audio else examples
+        # Negatives by pathway: pathway -> [T, 1, 96, 64] of that pathway's negative ("audio" holds the others').
+        for pathway, spec in pathway_negatives.items():
+            examples = negative_examples(d, spec, self.num_frames)
             pathway_audio[pathway] = torch.zeros_like(examples) if self.zero_audio else examples
         out = {
             "images": images,

@@ -21,8 +21,9 @@ from .register_avsbench import (
     register_avsbench_s4,
 )
 from .audio_controls import (
-    AUDIO_PATHWAYS, negative_dataset_name, register_audio_swapped, register_negative_audio, swap_audio,
-    with_negative_audio,
+    AUDIO_PATHWAYS, negative_dataset_name, pathway_negative_dataset_name, register_audio_swapped,
+    register_negative_audio, register_pathway_negative_audio, swap_audio, with_negative_audio,
+    with_pathway_negative_audio,
 )
 from .register_avss import (
     AVSS_NUM_CLASSES,
@@ -84,6 +85,9 @@ __all__ = [
     "negative_dataset_name",
     "register_negative_audio",
     "with_negative_audio",
+    "pathway_negative_dataset_name",
+    "register_pathway_negative_audio",
+    "with_pathway_negative_audio",
     "register_all_synthavs",
     "register_all_synthavs_from_cfg",
 ]

@@ -12,6 +12,13 @@ replaces the soundtrack by silence / noise / an off-screen sound and the ground 
 Audio-pathway attribution: ``register_audio_swapped(name, pathways=("abti",))`` keeps each clip's own
 audio and adds ``"pathway_audio_files"``: pathway -> the donor clip's audio files. The mapper loads them
 into the clip's ``"pathway_audio"`` and the model (AQFormer) uses the donor's audio in those pathways only.
+
+Negatives by pathway: ``register_pathway_negative_audio(name, kind, level_db, pathways)`` registers a copy
+whose clips hear the negative ``kind`` in the named pathways only and silence in the others: each dict
+carries a silence spec as ``"negative_audio"`` and ``"pathway_negative_audio"``: pathway -> the ``kind``
+spec. Every pathway hears a negative, so the ground truth stays empty; which pathways hear the sound says
+where a model's false positives on it come from (docs/listening.md). With ``elsewhere="own"`` the other
+pathways hear the clip's own audio instead (no ``"negative_audio"``; the clip's own ground truth).
 """
 import copy
 from typing import List, Optional, Sequence, Tuple
@@ -24,7 +31,8 @@ from ..negative_audio import negative_specs_for
 
 __all__ = [
     "AUDIO_PATHWAYS", "derangement", "register_audio_swapped", "swap_audio", "with_negative_audio",
-    "negative_dataset_name", "register_negative_audio",
+    "negative_dataset_name", "register_negative_audio", "with_pathway_negative_audio",
+    "pathway_negative_dataset_name", "register_pathway_negative_audio",
 ]
 
 _AUDIO_KEYS = ("audio_logmel_file", "audio_wav_file")
@@ -51,6 +59,13 @@ def _check_pathways(pathways: Optional[Sequence[str]]) -> Optional[Tuple[str, ..
     if bad or not pathways or len(set(pathways)) != len(pathways):
         raise ValueError(f"pathways must be distinct names from {AUDIO_PATHWAYS} (or None: all audio), got {pathways}")
     return tuple(p for p in AUDIO_PATHWAYS if p in pathways)
+
+
+def _check_named_pathways(pathways: Sequence[str]) -> Tuple[str, ...]:
+    """:func:`_check_pathways` where None (= every pathway) is not an answer: the names, in model order."""
+    if pathways is None:
+        raise ValueError(f"name the pathways (distinct names from {AUDIO_PATHWAYS}) that hear the negative")
+    return _check_pathways(pathways)
 
 
 def _derangement_by_length(dataset_dicts: List[dict], seed: int) -> np.ndarray:
@@ -146,5 +161,68 @@ def register_negative_audio(name: str, kind: str, level_db: Optional[float] = No
     MetadataCatalog.get(new_name).set(
         **meta, negative_audio_of=name, negative_audio_kind=kind, negative_audio_level_db=level_db,
         negative_audio_seed=seed,
+    )
+    return new_name
+
+
+_ELSEWHERE = ("silence", "own")
+
+
+def _check_elsewhere(elsewhere: str) -> str:
+    if elsewhere not in _ELSEWHERE:
+        raise ValueError(f"elsewhere must be one of {_ELSEWHERE} (what the pathways not named hear), got {elsewhere!r}")
+    return elsewhere
+
+
+def with_pathway_negative_audio(dataset_dicts: List[dict], kind: str, level_db: Optional[float],
+                                pathways: Sequence[str], seed: int = 0, elsewhere: str = "silence") -> List[dict]:
+    """Copies of ``dataset_dicts`` whose clips hear the negative ``kind`` at ``level_db`` in ``pathways`` only
+    (a subset of :data:`AUDIO_PATHWAYS`); the other pathways hear silence (``elsewhere="silence"``: every
+    pathway hears a negative, the ground truth is empty) or the clip's own audio (``"own"``: the ground
+    truth is the clip's own, as for the pathway swap).
+
+    Each clip gets the same ``kind`` spec (seed) as :func:`with_negative_audio` with this ``seed`` gives it, so
+    the sound is the one the all-pathway condition plays: ``"pathway_negative_audio"`` = {pathway: the
+    ``kind`` spec}, and with silence elsewhere ``"negative_audio"`` = silence."""
+    pathways = _check_named_pathways(pathways)
+    _check_elsewhere(elsewhere)
+    specs = negative_specs_for(dataset_dicts, kind, level_db, seed)
+    out = []
+    for d, spec in zip(dataset_dicts, specs):
+        new = copy.deepcopy(d)
+        if elsewhere == "silence":
+            new["negative_audio"] = {"kind": "silence", "level_db": None, "seed": spec["seed"]}
+        new["pathway_negative_audio"] = {p: dict(spec) for p in pathways}
+        out.append(new)
+    return out
+
+
+def pathway_negative_dataset_name(name: str, kind: str, level_db: Optional[float], pathways: Sequence[str],
+                                  elsewhere: str = "silence") -> str:
+    """:func:`negative_dataset_name` + ``_in_{p1+p2}`` (silence elsewhere), e.g.
+    ``..._neg_offscreen_scene_0db_in_query``, or ``{name}_own`` + the same (own audio elsewhere)."""
+    base = name if _check_elsewhere(elsewhere) == "silence" else f"{name}_own"
+    return f"{negative_dataset_name(base, kind, level_db)}_in_{'+'.join(_check_named_pathways(pathways))}"
+
+
+def register_pathway_negative_audio(name: str, kind: str, level_db: Optional[float], pathways: Sequence[str],
+                                    seed: int = 0, elsewhere: str = "silence") -> str:
+    """Register (or re-register) the copy of ``name`` that hears ``kind`` in ``pathways`` only and ``elsewhere``
+    in the others (:func:`with_pathway_negative_audio`), and return its name
+    (:func:`pathway_negative_dataset_name`)."""
+    pathways = _check_named_pathways(pathways)
+    new_name = pathway_negative_dataset_name(name, kind, level_db, pathways, elsewhere)
+    if new_name in DatasetCatalog.list():
+        DatasetCatalog.remove(new_name)
+        MetadataCatalog.remove(new_name)
+    DatasetCatalog.register(
+        new_name,
+        lambda: with_pathway_negative_audio(DatasetCatalog.get(name), kind, level_db, pathways, seed, elsewhere),
+    )
+    meta = MetadataCatalog.get(name).as_dict()
+    meta.pop("name", None)
+    MetadataCatalog.get(new_name).set(
+        **meta, negative_audio_of=name, negative_audio_kind=kind, negative_audio_level_db=level_db,
+        negative_audio_seed=seed, negative_audio_pathways=list(pathways), negative_audio_elsewhere=elsewhere,
     )
     return new_name
