@@ -39,7 +39,9 @@ def split_offscreen(records: List[Dict], negative_dicts: List[Dict]) -> Dict[str
         d = by_id.get(rec["video_id"])
         if d is None:
             raise ValueError(f"clip {rec['video_id']!r} of the record is not in the condition's dataset")
-        groups.setdefault(offscreen_category_of(d["negative_audio"], d), []).append(rec)
+        # a condition by pathway (bench.listening --by-pathway) plays the sound in some pathways only
+        spec = next(iter(d["pathway_negative_audio"].values())) if "pathway_negative_audio" in d else d["negative_audio"]
+        groups.setdefault(offscreen_category_of(spec, d), []).append(rec)
     out = {}
     for category in sorted(groups):
         recs = groups[category]
@@ -52,7 +54,8 @@ def split_offscreen(records: List[Dict], negative_dicts: List[Dict]) -> Dict[str
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config-file", required=True)
-    p.add_argument("--record", required=True, help="offscreen.json or offscreen_scene.json written by bench.listening")
+    p.add_argument("--record", required=True, help="offscreen.json or offscreen_scene.json written by bench.listening "
+                                                   "(or one of its --by-pathway records, e.g. offscreen_scene@query.json)")
     p.add_argument("opts", nargs=argparse.REMAINDER)
     args = p.parse_args(argv)
     from aqformer_d2.data.negative_audio import OFFSCREEN_KINDS
@@ -63,8 +66,9 @@ def main(argv=None):
     with open(args.record) as f:
         record = json.load(f)
     condition = record["condition"]
-    if condition["kind"] not in OFFSCREEN_KINDS:
-        raise SystemExit(f"{args.record}: condition {condition['name']!r} is not an off-screen one ({OFFSCREEN_KINDS})")
+    if condition["kind"] not in OFFSCREEN_KINDS or not condition["negative"]:
+        raise SystemExit(f"{args.record}: condition {condition['name']!r} is not an off-screen negative "
+                         f"({OFFSCREEN_KINDS}, heard by every pathway or by some with silence in the others)")
     build_cfg(args.config_file, list(args.opts))  # registers the datasets under the configured roots
     name = condition_dataset(record["dataset"], condition, record["seed"])
     result = split_offscreen(record["clips"], DatasetCatalog.get(name))

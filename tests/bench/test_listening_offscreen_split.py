@@ -66,5 +66,17 @@ def test_main_rebuilds_the_condition_of_the_record(tmp_path, capsys):
     assert printed.startswith("# `python -m bench.listening_offscreen_split --config-file")
     assert printed.count("frames with foreground 1.000") == len(expect)
     path.write_text(json.dumps(dict(record, condition=listening_conditions()[1])))  # silence
-    with pytest.raises(SystemExit, match="'silence' is not an off-screen one"):
+    with pytest.raises(SystemExit, match="'silence' is not an off-screen negative"):
+        listening_offscreen_split.main(["--config-file", CONFIG, "--record", str(path)] + opts)
+    # a record by pathway (bench.listening --by-pathway): the same clips hear the same sounds in the query only
+    from aqformer_d2.engine import pathway_conditions
+
+    by_pathway = pathway_conditions(condition)
+    query_only = next(c for c in by_pathway if c["pathways"] == ["query"])
+    path.write_text(json.dumps(dict(record, condition=query_only)))
+    out_query = listening_offscreen_split.main(["--config-file", CONFIG, "--record", str(path)] + opts)
+    assert {k: v["clips"] for k, v in out_query.items()} == expect
+    own = pathway_conditions(condition, elsewhere="own")[0]  # the clip's own sound elsewhere: not a negative
+    path.write_text(json.dumps(dict(record, condition=own)))
+    with pytest.raises(SystemExit, match="'own\+offscreen_scene@pixel' is not an off-screen negative"):
         listening_offscreen_split.main(["--config-file", CONFIG, "--record", str(path)] + opts)
