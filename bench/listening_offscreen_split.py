@@ -22,7 +22,8 @@ from bench.common import frame_group_line, frame_group_summary
 
 def split_offscreen(records: List[Dict], negative_dicts: List[Dict]) -> Dict[str, Dict]:
     """``records``: the ``clips`` of an off-screen record (``video_id``, ``any_fg`` ``[T]``, ``area`` ``[T]``);
-    ``negative_dicts``: the condition's dataset dicts (each with its ``"negative_audio"`` spec). Returns,
+    ``negative_dicts``: the condition's dataset dicts (each with its off-screen spec as ``"negative_audio"``,
+    or, for a condition by pathway, in ``"pathway_negative_audio"``). Returns,
     per off-screen category name in category order, the category's sound name, the number of clips, the share
     of frames with foreground and the mean area (categories no clip heard are left out).
 

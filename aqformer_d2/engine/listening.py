@@ -18,7 +18,7 @@ from torch import nn
 from detectron2.evaluation import DatasetEvaluators, inference_on_dataset
 
 from ..data.datasets import (
-    AUDIO_PATHWAYS, register_audio_swapped, register_negative_audio, register_pathway_negative_audio,
+    AUDIO_PATHWAYS, PATHWAY_ELSEWHERE, register_audio_swapped, register_negative_audio, register_pathway_negative_audio,
 )
 from ..data.negative_audio import OFFSCREEN_KINDS, OFFSCREEN_LEVEL_DB
 from ..evaluation import AVSEvaluator
@@ -65,10 +65,10 @@ def pathway_conditions(condition: Dict, pathways: Sequence[str] = AUDIO_PATHWAYS
       ground truth, as the pathway swap is: what a pathway's sound is needed for.
 
     docs/listening.md has the measurements."""
-    if not condition.get("negative") or condition.get("pathways") or condition["kind"] in ("own", "swap"):
+    if not condition.get("negative") or condition.get("pathways"):
         raise ValueError(f"negatives by pathway need a negative condition (not already by pathway); got {condition}")
-    if elsewhere not in ("silence", "own"):
-        raise ValueError(f"elsewhere must be 'silence' or 'own', got {elsewhere!r}")
+    if elsewhere not in PATHWAY_ELSEWHERE:
+        raise ValueError(f"elsewhere must be one of {PATHWAY_ELSEWHERE}, got {elsewhere!r}")
     if elsewhere == "silence" and condition["kind"] == "silence":
         raise ValueError("silence heard by some pathways and silence elsewhere is plain silence; "
                          "by pathway with silence elsewhere needs a negative with a sound")

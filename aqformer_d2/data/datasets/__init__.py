@@ -21,7 +21,7 @@ from .register_avsbench import (
     register_avsbench_s4,
 )
 from .audio_controls import (
-    AUDIO_PATHWAYS, negative_dataset_name, pathway_negative_dataset_name, register_audio_swapped,
+    AUDIO_PATHWAYS, PATHWAY_ELSEWHERE, negative_dataset_name, pathway_negative_dataset_name, register_audio_swapped,
     register_negative_audio, register_pathway_negative_audio, swap_audio, with_negative_audio,
     with_pathway_negative_audio,
 )
@@ -85,6 +85,7 @@ __all__ = [
     "negative_dataset_name",
     "register_negative_audio",
     "with_negative_audio",
+    "PATHWAY_ELSEWHERE",
     "pathway_negative_dataset_name",
     "register_pathway_negative_audio",
     "with_pathway_negative_audio",

@@ -31,7 +31,7 @@ from ..negative_audio import negative_specs_for
 
 __all__ = [
     "AUDIO_PATHWAYS", "derangement", "register_audio_swapped", "swap_audio", "with_negative_audio",
-    "negative_dataset_name", "register_negative_audio", "with_pathway_negative_audio",
+    "negative_dataset_name", "register_negative_audio", "PATHWAY_ELSEWHERE", "with_pathway_negative_audio",
     "pathway_negative_dataset_name", "register_pathway_negative_audio",
 ]
 
@@ -165,12 +165,13 @@ def register_negative_audio(name: str, kind: str, level_db: Optional[float] = No
     return new_name
 
 
-_ELSEWHERE = ("silence", "own")
+# What the pathways a negative-by-pathway does not name hear: silence, or the clip's own audio.
+PATHWAY_ELSEWHERE = ("silence", "own")
 
 
 def _check_elsewhere(elsewhere: str) -> str:
-    if elsewhere not in _ELSEWHERE:
-        raise ValueError(f"elsewhere must be one of {_ELSEWHERE} (what the pathways not named hear), got {elsewhere!r}")
+    if elsewhere not in PATHWAY_ELSEWHERE:
+        raise ValueError(f"elsewhere must be one of {PATHWAY_ELSEWHERE} (what the pathways not named hear), got {elsewhere!r}")
     return elsewhere
 
 
